@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One-command dev environment: Debian packages + a virtualenv with the Python tooling.
+# Re-running is fast: packages are installed only when dpkg says they are missing and the
+# virtualenv is rebuilt only when requirements-dev.txt changed.
+#   scripts/bootstrap.sh            -> .venv  (default python3; ansible-core 2.19 on 3.11)
+#   PYTHON=python3.12 VENV=.venv312 scripts/bootstrap.sh  -> second env (ansible-core 2.21)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 ethtool tcpdump netcat-openbsd
+              socat make util-linux rsync)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "bootstrap: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+stamp="$VENV/.requirements.sha256"
+want="$(sha256sum requirements-dev.txt | cut -d' ' -f1)-$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+if [[ ! -x "$VENV/bin/python" || ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "bootstrap: building $VENV with $PYTHON"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -r requirements-dev.txt
+    echo "$want" > "$stamp"
+fi
+
+# The collection must live under ansible_collections/<ns>/<name>; a symlink keeps the checkout
+# the single source of truth for playbooks, molecule and pytest.
+mkdir -p .build/collections/ansible_collections/xdplb
+ln -sfn "$(pwd)" .build/collections/ansible_collections/xdplb/katran
+
+# bpffs is not mounted on every machine (no systemd here); BPF pins need it.
+if ! mountpoint -q /sys/fs/bpf; then
+    mount -t bpf bpf /sys/fs/bpf
+fi
+echo "bootstrap: ready ($("$VENV/bin/ansible" --version | head -1))"
