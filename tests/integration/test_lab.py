@@ -1,0 +1,87 @@
+"""The lab role and the netns connection, run as a user runs them: ansible-playbook and ansible."""
+import os
+import subprocess
+
+import pytest
+
+from lab_playbook import adhoc, changed_total, playbook, REPO, task_results
+
+PREFIX = "xkl-"
+STATE_ROOT = "/run/xdplb-labtest"
+PIN_ROOT = "/sys/fs/bpf/xdplb-labtest"
+INVENTORY = STATE_ROOT + "/inventory.yml"
+LAB_ARGS = ["-e", f"lab_prefix={PREFIX}", "-e", f"lab_state_root={STATE_ROOT}", "-e", f"lab_pin_root={PIN_ROOT}",
+            "-e", "lab_demo_port=18080"]
+LAB = os.path.join(REPO, "playbooks", "lab.yml")
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)")
+
+
+def lab_namespaces():
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return sorted(line.split()[0] for line in out.splitlines() if line.startswith(PREFIX))
+
+
+@pytest.fixture(scope="module")
+def lab():
+    playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
+    yield
+    playbook(LAB, *LAB_ARGS, "-e", "lab_state=absent")
+
+
+def test_lab_builds_every_host_and_shows_tcp_through_the_router(lab):
+    assert lab_namespaces() == [PREFIX + n for n in ("be1", "be2", "be3", "client", "lb1", "router")]
+    _, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
+    results = task_results(data, "Connect to every backend")[PREFIX + "client"]["results"]
+    assert [r["servers"] for r in results] == [{f"{PREFIX}be{i}": 3} for i in (1, 2, 3)]
+
+
+def test_second_run_changes_nothing_and_check_mode_agrees(lab):
+    _, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
+    assert changed_total(data) == 0
+    _, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3", "--check")
+    assert changed_total(data) == 0
+
+
+def test_a_broken_link_is_repaired(lab):
+    subprocess.run(["ip", "-n", PREFIX + "router", "link", "del", "to-be2"], check=True)
+    subprocess.run(["ip", "-n", PREFIX + "be1", "addr", "flush", "dev", "eth0"], check=True)
+    _, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
+    assert changed_total(data) > 0
+    _, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
+    assert changed_total(data) == 0
+
+
+def test_connection_reports_the_namespace_facts_and_keeps_host_bpffs(lab):
+    facts = adhoc(INVENTORY, "all", "ansible.builtin.setup", {"gather_subset": "network"})
+    assert sorted(facts) == lab_namespaces()
+    for host, result in facts.items():
+        interfaces = sorted(result["ansible_facts"]["ansible_interfaces"])
+        if host.endswith("router"):
+            assert interfaces == sorted(["lo", "to-be1", "to-be2", "to-be3", "to-client", "to-lb1"])
+        else:
+            assert interfaces == ["eth0", "lo"]
+    marker = f"{PIN_ROOT}/{PREFIX}lb1"
+    listing = adhoc(INVENTORY, PREFIX + "lb1", "ansible.builtin.command", {"argv": ["ls", "-d", marker]})
+    assert listing[PREFIX + "lb1"]["stdout"] == marker
+
+
+def test_missing_namespace_is_unreachable_with_its_name(tmp_path):
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all:\n  hosts:\n    xkl-nowhere:\n      ansible_connection: xdplb.katran.netns\n")
+    result = adhoc(str(inventory), "all", "ansible.builtin.ping")["xkl-nowhere"]
+    assert result["unreachable"] is True
+    assert "network namespace 'xkl-nowhere' does not exist" in result["msg"]
+
+
+def test_absent_removes_every_namespace_pin_and_file():
+    playbook(LAB, *LAB_ARGS, "-e", "lab_balancers=2", "-e", "lab_backends=1")
+    assert os.path.isdir(f"{PIN_ROOT}/{PREFIX}lb2")
+    with open(f"{STATE_ROOT}/{PREFIX}be1/responder.pid") as handle:
+        responder = int(handle.read())
+    playbook(LAB, *LAB_ARGS, "-e", "lab_state=absent")
+    assert lab_namespaces() == []
+    assert not os.path.exists(PIN_ROOT)
+    assert not os.path.exists(STATE_ROOT)
+    # A process left in a deleted namespace would keep it (and its links) alive.
+    assert not os.path.exists(f"/proc/{responder}")
