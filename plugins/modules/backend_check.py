@@ -1,0 +1,148 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: xdplb.katran contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: backend_check
+short_description: Diagnose why a backend would not answer traffic balanced to it
+version_added: 0.1.0
+description:
+  - Inspects a backend for every VIP and reports findings, each with a severity and the exact fix.
+  - Decapsulation in place (an C(external) ipip/ip6tnl device or the fallback C(tunl0)/C(ip6tnl0) up,
+    or the collection's BPF decap attached to an interface).
+  - Effective C(rp_filter) (the kernel applies max(conf.all, conf.<device>)) on the device where
+    unwrapped packets arrive; strict mode, and loose mode on a device without an address, drop the
+    unwrapped SYN so no SYN-ACK ever leaves. This is the classic failure this collection prevents.
+  - VIP bound locally; C(arp_ignore)/C(arp_announce) on the interfaces; room for the tunnel header
+    (MTU or advertised MSS); tunnel receive counters.
+  - Read-only. For an end-to-end test from another host, see M(xdplb.katran.backend_probe).
+author: xdplb.katran contributors
+extends_documentation_fragment:
+  - xdplb.katran.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  vips:
+    description: VIP addresses this backend serves (IPv4 and IPv6; a prefix length is ignored).
+    type: list
+    elements: str
+    required: true
+  outer_families:
+    description:
+      - Address families of the outer (tunnel) header the balancers send to this backend. C(4) for
+        IPIP, C(6) for IP6IP6 and 4in6. Defaults to the families of O(vips).
+    type: list
+    elements: int
+    choices: [4, 6]
+  fail_on:
+    description: Fail the task when a finding has this severity or worse; C(never) only reports.
+    type: str
+    choices: [critical, warning, never]
+    default: never
+"""
+
+EXAMPLES = r"""
+- name: Check every backend
+  xdplb.katran.backend_check:
+    vips: [10.99.0.10, "fd00:99::10"]
+  register: doctor
+
+- name: Show what is wrong and how to fix it
+  ansible.builtin.debug:
+    msg: "{{ doctor.findings | selectattr('severity', 'in', ['critical', 'warning']) | map(attribute='fix') }}"
+"""
+
+RETURN = r"""
+kernel_tunnels:
+  description: Whether the running kernel can provide ipip and ip6tnl devices (loaded, built in, or loadable).
+  returned: always
+  type: dict
+  sample: {"ipip": true, "ip6tnl": true}
+status:
+  description: The worst severity found (C(critical), C(warning) or C(ok)).
+  returned: always
+  type: str
+  sample: critical
+findings:
+  description: One entry per check and device or VIP.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    check:
+      description: C(decap), C(rp_filter), C(vip_bound), C(arp_ignore), C(arp_announce), C(arp), C(headroom), C(tunnel_counters).
+      type: str
+    severity:
+      description: C(critical), C(warning), C(info) or C(ok).
+      type: str
+    vip:
+      description: The VIP concerned, if any.
+      type: str
+    device:
+      description: The device concerned, if any.
+      type: str
+    message:
+      description: What was found.
+      type: str
+    fix:
+      description: The command or setting that removes the cause.
+      type: str
+  sample:
+    - check: rp_filter
+      severity: critical
+      device: tunl0
+      vip: null
+      message: "effective rp_filter on tunl0 (kernel tunnel) is 1 (strict, from net.ipv4.conf.all.rp_filter=1): ..."
+      fix: "sysctl -w net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.tunl0.rp_filter=0 ..."
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import doctor, netlink
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            vips=dict(type="list", elements="str", required=True),
+            outer_families=dict(type="list", elements="int", choices=[4, 6]),
+            fail_on=dict(type="str", choices=["critical", "warning", "never"], default="never"),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        vips = doctor.validate_vips(module.params["vips"])
+        families = module.params["outer_families"] or sorted({6 if ":" in vip else 4 for vip in vips})
+        ipr = netlink.open_iproute()
+        try:
+            links, addrs = doctor.inspect(ipr)
+            advmss = doctor.default_route_advmss(ipr)
+        finally:
+            ipr.close()
+        try:
+            bpf_devices = doctor.bpf_decap_devices(links)
+        except Exception:  # no libbpf on this host: then no BPF decap can be attached either
+            bpf_devices = []
+        findings = doctor.check_backend(vips, links, addrs, bpf_devices, families, advmss)
+    except EngineError as exc:
+        module.fail_json(msg=exc.msg, field=exc.field)
+    status = doctor.summarize(findings)
+    limit = module.params["fail_on"]
+    if limit != "never" and (status == "critical" or (limit == "warning" and status == "warning")):
+        problems = [f["message"] + " -> fix: " + f["fix"] for f in findings if f["severity"] in ("critical", "warning")]
+        module.fail_json(msg="backend check found problems: " + "; ".join(problems), status=status, findings=findings,
+                         kernel_tunnels=doctor.kernel_tunnel_support())
+    module.exit_json(changed=False, status=status, findings=findings, kernel_tunnels=doctor.kernel_tunnel_support())
+
+
+if __name__ == "__main__":
+    main()
