@@ -1,0 +1,245 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Weighted Maglev consistent hashing (Eisenbud et al., NSDI 2016), weighted as Katran does.
+
+Every balancer in a fleet must build the byte-identical ring for the same VIP configuration, or a
+flow that ECMP moves from one balancer to another lands on a different real. Hence:
+
+* the per-real hash is BLAKE2b (hashlib, in every CPython since 3.6) over the key's UTF-8 bytes,
+  never ``hash()``, which is salted per process;
+* reals take their turns in the order of their keys' UTF-8 bytes, never in the order the caller
+  happened to list them;
+* only integer arithmetic after the hash, so the result is the same on every Python version and
+  architecture.
+
+Plain stdlib, no Ansible imports: this file runs inside modules and as part of the host-side CLI.
+"""
+
+import functools
+import hashlib
+import math
+
+DEFAULT_RING_SIZE = 65537
+
+# Part of the hash input, so that a deliberate change of hash (a new version string) is visible
+# in one place and the pinned ring digest in the tests catches an accidental one.
+_HASH_PERSON = b"xdplb.maglev.v1"
+
+# Witnesses that make Miller-Rabin exact for every n < 3.3e24, far beyond any ring size.
+_MR_BASES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+
+
+def is_prime(n):
+    """True when the integer ``n`` is prime (exact for n < 3.3e24)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        return False
+    for p in _MR_BASES:
+        if n % p == 0:
+            return n == p
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d //= 2
+        r += 1
+    for a in _MR_BASES:
+        x = pow(a, d, n)
+        if x == 1 or x == n - 1:
+            continue
+        for _ in range(r - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def offset_skip(key, size):
+    """The (offset, skip) pair that defines ``key``'s preference list in a ring of ``size`` slots.
+
+    The list is offset, offset+skip, offset+2*skip, ... (mod size); with size prime and
+    1 <= skip < size it visits every slot exactly once.
+    """
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16, person=_HASH_PERSON).digest()
+    offset = int.from_bytes(digest[:8], "little") % size
+    skip = int.from_bytes(digest[8:], "little") % (size - 1) + 1
+    return offset, skip
+
+
+def _turn_order(weights, size):
+    """Which real takes each of the ``size`` turns of the population loop, as Katran's MaglevHashV2.
+
+    Katran runs rounds over the reals in order; a real's counter grows by its weight each round and
+    the real takes a turn whenever the counter reaches the largest weight (which it then loses).
+    So real i takes its k-th turn in round ceil(k * wmax / w_i), and within a round the reals go in
+    order. The sequence is computed directly rather than by simulating rounds, because with
+    uneven weights most simulated rounds would give turns to almost nobody.
+    """
+    n = len(weights)
+    wmax = max(weights)
+    if all(w == wmax for w in weights):
+        rounds = -(-size // n)
+        return (list(range(n)) * rounds)[:size]
+
+    def turns_through(r):
+        return sum(r * w // wmax for w in weights)
+
+    # The heaviest real takes a turn every round, so at most ``size`` rounds are needed.
+    lo, hi = 1, size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if turns_through(mid) >= size:
+            hi = mid
+        else:
+            lo = mid + 1
+    last = lo
+    # One bucket per round keeps the order without sorting (about 4x faster for 100 reals).
+    rounds = [[] for _ in range(last)]
+    for i, w in enumerate(weights):
+        if w:
+            # t // w == ceil(k * wmax / w) for t = k * wmax + w - 1, k = 1 .. turns before ``last``
+            for t in range(wmax + w - 1, (last - 1) * w // wmax * wmax + w, wmax):
+                rounds[t // w].append(i)
+    order = [i for bucket in rounds for i in bucket]
+    # The last round is cut short once the ring is full, in real order.
+    for i, w in enumerate(weights):
+        if len(order) == size:
+            break
+        if last * w // wmax > (last - 1) * w // wmax:
+            order.append(i)
+    return order
+
+
+def _populate(prefs, weights, size, tail=None):
+    """Fill a ring of ``size`` slots; returns, per slot, the index of its real in ``prefs``.
+
+    ``prefs`` holds each real's (offset, skip) and ``weights`` its weight (> 0 for at least one;
+    0 means no turns). Reals take turns in ``_turn_order``; on its turn a real claims the first
+    still-free slot of its preference list. Kept separate from the hash so that the paper's
+    hand-made example (explicit offsets and skips) can be checked exactly. ``tail`` (free slots
+    left when the fill switches method) only changes speed; tests force each method with it.
+    """
+    order = _turn_order(weights, size)
+    pos = [offset for offset, _ in prefs]
+    skips = [skip for _, skip in prefs]
+    # None marks a free slot: an identity test is the cheapest check in the hot loop below.
+    ring = [None] * size
+    # Once fewer than sqrt(M) slots are free, a walk costs more probes (about M/free) than
+    # locating every free slot in the real's list (one modular product each): the tail switches.
+    # Both give the same ring; measured fastest around sqrt(M) for M=65537 and 100 reals.
+    if tail is None:
+        tail = math.isqrt(size)
+    head = max(size - tail, 0)
+
+    # ``pos[i]`` is the next entry of i's preference list still to try; everything before it is
+    # taken (slots are never freed), which is what lets the tail below skip the walk.
+    for i in order[:head]:
+        p = pos[i]
+        s = skips[i]
+        while ring[p] is not None:
+            p = (p + s) % size
+        ring[p] = i
+        pos[i] = (p + s) % size
+
+    if head < size:
+        free = [p for p in range(size) if ring[p] is None]
+        inverse = {}
+        for i in order[head:]:
+            p0 = pos[i]
+            s = skips[i]
+            inv = inverse.get(i)
+            if inv is None:
+                inv = inverse[i] = pow(s, size - 2, size)
+            # How many steps along i's list each free slot lies from p0; the nearest is the one
+            # the plain walk would have reached first.
+            steps = min([(f - p0) * inv % size for f in free])
+            p = (p0 + steps * s) % size
+            free.remove(p)
+            ring[p] = i
+            pos[i] = (p + s) % size
+    return ring
+
+
+def _validate(reals, size):
+    # ``from None`` below: the caller's error is the bad input, not the unpacking that found it.
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise ValueError("ring size must be an integer, got %r" % (size,))
+    if not is_prime(size):
+        raise ValueError("ring size %d is not prime (Maglev needs a prime size, e.g. 65537)" % size)
+    try:
+        items = list(reals)
+    except TypeError:
+        raise ValueError(
+            "reals must be a sequence of (key, weight) pairs, got %r" % (reals,)
+        ) from None
+    if not items:
+        raise ValueError("no reals given: a ring needs at least one real with weight > 0")
+    seen = {}
+    for idx, item in enumerate(items):
+        try:
+            key, weight = item
+        except (TypeError, ValueError):
+            raise ValueError(
+                "reals[%d] must be a (key, weight) pair, got %r" % (idx, item)
+            ) from None
+        if not isinstance(key, str) or not key:
+            raise ValueError("reals[%d]: key must be a non-empty string, got %r" % (idx, key))
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("reals[%d]: key %r is not encodable as UTF-8" % (idx, key)) from None
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            raise ValueError(
+                "reals[%d] (%s): weight must be an integer, got %r" % (idx, key, weight)
+            )
+        if weight < 0:
+            raise ValueError("reals[%d] (%s): weight must be >= 0, got %d" % (idx, key, weight))
+        if key in seen:
+            raise ValueError("duplicate real %r: reals[%d] and reals[%d]" % (key, seen[key], idx))
+        seen[key] = idx
+    if not any(weight for _, weight in items):
+        raise ValueError("all weights are zero: a ring needs at least one real with weight > 0")
+    return items
+
+
+def build_ring(reals, size=DEFAULT_RING_SIZE):
+    """Maglev ring for ``reals``, a sequence of (key, weight); returns a list of ``size`` ints.
+
+    ``key`` is the real's canonical address string (the caller canonicalises, e.g.
+    ``ipaddress.ip_address(a).compressed``: keys are hashed as given). Each slot holds the index
+    of a real in ``reals``. A real with weight 0 gets no slots and does not change the others'.
+    The result depends only on the set of (key, weight), not on the order of ``reals``.
+    Raises ValueError naming the field for a non-prime size, an empty list, all weights zero, a
+    negative or non-integer weight, a bad key or a duplicate key.
+    """
+    items = _validate(reals, size)
+    active = sorted(
+        (key.encode("utf-8"), idx, weight) for idx, (key, weight) in enumerate(items) if weight
+    )
+    if len(active) == 1:
+        return [active[0][1]] * size
+    ring = _canonical_ring(tuple((items[idx][0], weight) for _, idx, weight in active), size)
+    back = [idx for _, idx, _ in active]
+    return [back[i] for i in ring]
+
+
+# Many VIPs usually share one pool of reals: a set-form call for hundreds of VIPs then builds each
+# distinct ring once (a hit costs ~2 ms instead of ~40 ms). The cache lives only as long as the
+# process, so its use of hash() cannot leak into the ring. 16 rings of 65537 slots: ~8 MB at most.
+@functools.lru_cache(maxsize=16)
+def _canonical_ring(active, size):
+    """Ring over ``active``, (key, weight) pairs in canonical order, as positions in ``active``."""
+    prefs = [offset_skip(key, size) for key, _ in active]
+    return tuple(_populate(prefs, [weight for _, weight in active], size))
+
+
+def ring_diff(old, new):
+    """Slots whose value differs between two rings of equal size, as a list of (slot, new value).
+
+    Values are compared as given: when the two rings were built from different ``reals`` lists,
+    translate indices to a stable real id on both sides first, or a real that merely moved in the
+    list shows up as changed.
+    """
+    if len(old) != len(new):
+        raise ValueError(
+            "rings differ in size (%d and %d): write the whole new ring" % (len(old), len(new))
+        )
+    return [(slot, b) for slot, (a, b) in enumerate(zip(old, new)) if a != b]
