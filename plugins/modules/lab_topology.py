@@ -143,7 +143,7 @@ def main():
             client_mtu=dict(type="int", default=lab_engine.CLIENT_MTU),
             vip_prefix4=dict(type="str", default=lab_engine.VIP_PREFIX4),
             vip_prefix6=dict(type="str", default=lab_engine.VIP_PREFIX6),
-            xdp_pass_object=dict(type="path"),
+            xdp_pass_object=dict(type="path", no_log=False),
             host_dirs=dict(type="list", elements="path", default=[]),
         ),
         required_if=[("state", "present", ["xdp_pass_object"])],
