@@ -12,7 +12,8 @@ PIN_ROOT = "/sys/fs/bpf/xdplb-labtest"
 INVENTORY = STATE_ROOT + "/inventory.yml"
 LAB_ARGS = ["-e", f"lab_prefix={PREFIX}", "-e", f"lab_state_root={STATE_ROOT}", "-e", f"lab_pin_root={PIN_ROOT}",
             "-e", "lab_demo_port=18080"]
-LAB = os.path.join(REPO, "playbooks", "lab.yml")
+LAB = os.path.join(REPO, "tests", "integration", "playbooks", "lab_only.yml")
+DEMO = os.path.join(REPO, "playbooks", "lab.yml")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)")
 
@@ -29,11 +30,20 @@ def lab():
     playbook(LAB, *LAB_ARGS, "-e", "lab_state=absent")
 
 
-def test_lab_builds_every_host_and_shows_tcp_through_the_router(lab):
+def test_lab_builds_every_host(lab):
     assert lab_namespaces() == [PREFIX + n for n in ("be1", "be2", "be3", "client", "lb1", "router")]
-    _, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
-    results = task_results(data, "Connect to every backend")[PREFIX + "client"]["results"]
-    assert [r["servers"] for r in results] == [{f"{PREFIX}be{i}": 3} for i in (1, 2, 3)]
+
+
+def test_demo_shows_tcp_and_udp_through_the_vips_to_every_backend(lab):
+    _, data = playbook(DEMO, *LAB_ARGS, "-e", "lab_backends=3")
+    results = task_results(data, "Open flows from the client to every VIP (TCP and UDP)")[PREFIX + "client"]["results"]
+    assert [r["item"] for r in results] == [["10.99.0.10", "tcp"], ["10.99.0.10", "udp"],
+                                            ["fd00:99::10", "tcp"], ["fd00:99::10", "udp"]]
+    for result in results:
+        assert sorted(result["servers"]) == [f"{PREFIX}be{i}" for i in (1, 2, 3)], result["item"]
+        assert sum(result["servers"].values()) == 20
+    summary = task_results(data, "Summary")[PREFIX + "client"]["msg"]
+    assert summary[1].startswith("10.99.0.10 tcp  ->  {")
 
 
 def test_second_run_changes_nothing_and_check_mode_agrees(lab):
@@ -77,6 +87,8 @@ def test_missing_namespace_is_unreachable_with_its_name(tmp_path):
 def test_absent_removes_every_namespace_pin_and_file():
     playbook(LAB, *LAB_ARGS, "-e", "lab_balancers=2", "-e", "lab_backends=1")
     assert os.path.isdir(f"{PIN_ROOT}/{PREFIX}lb2")
+    adhoc(INVENTORY, PREFIX + "be1", "xdplb.katran.lab_responder",
+          {"pidfile": f"{STATE_ROOT}/{PREFIX}be1/responder.pid", "port": 18081, "lifetime": 600})
     with open(f"{STATE_ROOT}/{PREFIX}be1/responder.pid") as handle:
         responder = int(handle.read())
     playbook(LAB, *LAB_ARGS, "-e", "lab_state=absent")
