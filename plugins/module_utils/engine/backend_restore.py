@@ -40,7 +40,7 @@ def restore(state, check_mode=False):
         result = decap.ensure(request, bpf["pin_root"], check_mode)
         changed += result["changes"]
         arrival.append(state["interface"])
-    result = addresses.ensure("lo", state["vips"], check_mode=check_mode)
+    result = addresses.ensure("lo", state["vips"], exclusive=state.get("vips_exclusive", True), check_mode=check_mode)
     changed += [f"address {a}" for a in result["added"]]
     if arrival:
         result = netconf.ensure(ipv4={"rp_filter": state.get("rp_filter", 0)}, devices=arrival, persist=False,
