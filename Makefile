@@ -41,6 +41,7 @@ units: bpf
 
 lint: venv
 	ansible-lint --offline --profile production
+	python scripts/role_docs.py --check
 
 molecule: bpf
 	molecule test --all

@@ -43,4 +43,4 @@ ln -sfn "$(pwd)" .build/collections/ansible_collections/xdplb/katran
 if ! mountpoint -q /sys/fs/bpf; then
     mount -t bpf bpf /sys/fs/bpf
 fi
-echo "bootstrap: ready ($("$VENV/bin/ansible" --version | head -1))"
+echo "bootstrap: ready ($VENV, ansible-core $("$VENV/bin/python" -c "import ansible.release as r; print(r.__version__)"))"
