@@ -19,7 +19,8 @@ description:
   - VIP bound locally; C(arp_ignore)/C(arp_announce) on the interfaces; room for the tunnel header
     (MTU or advertised MSS); tunnel receive counters.
   - Read-only. For an end-to-end test from another host, see M(xdplb.katran.backend_probe).
-author: xdplb.katran contributors
+author:
+  - xdplb.katran developers (@xdplb)
 extends_documentation_fragment:
   - xdplb.katran.attributes
 attributes:

@@ -18,7 +18,8 @@ description:
   - Maps are pinned under O(pin_root) (mode 0700), so a reload keeps the address list and counters.
     Idempotent by program tag; an XDP program is replaced atomically (never a moment without decap).
   - Refuses to replace a program on the interface that is not the decap program.
-author: xdplb.katran contributors
+author:
+  - xdplb.katran developers (@xdplb)
 extends_documentation_fragment:
   - xdplb.katran.attributes
 attributes:
@@ -113,7 +114,6 @@ def main():
     )
     params = module.params
     try:
-        from ansible_collections.xdplb.katran.plugins.module_utils.engine import libbpf  # noqa: F401 pylint: disable=unused-import
         addresses = params["addresses"]
         if addresses is None and params["state"] == "present":
             addresses = decap.interface_addresses(params["interface"])

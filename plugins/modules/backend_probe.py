@@ -17,7 +17,8 @@ description:
   - No SYN-ACK with the SYN delivered is the classic rp_filter failure; run
     M(xdplb.katran.backend_check) on the backend to find the cause.
   - Sends one packet; changes nothing. Needs root (raw sockets).
-author: xdplb.katran contributors
+author:
+  - xdplb.katran developers (@xdplb)
 extends_documentation_fragment:
   - xdplb.katran.attributes
 attributes:

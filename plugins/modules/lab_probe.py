@@ -12,9 +12,10 @@ version_added: 0.1.0
 description:
   - Opens O(count) TCP connections (or UDP exchanges) to O(address):O(port), each from a new
     source port, and reports per responder name how many flows it answered, as told by
-    M(xdplb.katran.lab_responder). Read-only: never changes anything.
+    M(xdplb.katran.lab_responder). It is read-only and never changes anything.
   - Fails when fewer than O(min_success) flows were answered.
-author: xdplb.katran contributors
+author:
+  - xdplb.katran developers (@xdplb)
 extends_documentation_fragment:
   - xdplb.katran.attributes
 attributes:

@@ -15,7 +15,8 @@ description:
     address families. A probe (M(xdplb.katran.lab_probe)) learns from it which backend served a flow
     and whether the client's own address arrived (direct server return keeps it).
   - For labs and smoke tests; the process exits by itself after O(lifetime) seconds.
-author: xdplb.katran contributors
+author:
+  - xdplb.katran developers (@xdplb)
 extends_documentation_fragment:
   - xdplb.katran.attributes
 attributes:

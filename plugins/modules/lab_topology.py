@@ -19,8 +19,9 @@ description:
   - Addresses, MAC addresses and names are derived from the indices; re-running changes nothing.
   - O(state=absent) removes every namespace whose name matches the lab's pattern, whatever the lab's
     size was, and the per-host directories given in O(host_dirs).
-  - Runs on the controller as root (C(connection: local)).
-author: xdplb.katran contributors
+  - "Runs on the controller as root (C(connection: local))."
+author:
+  - xdplb.katran developers (@xdplb)
 extends_documentation_fragment:
   - xdplb.katran.attributes
 attributes:

@@ -15,7 +15,8 @@ description:
     the balancer's tunnel header still fits the path (1440 for IPIP, 1420 for IP6IP6 on 1500 bytes).
   - Routes from a network manager are rewritten by it on the next change; the backend role also
     restores the value at boot.
-author: xdplb.katran contributors
+author:
+  - xdplb.katran developers (@xdplb)
 extends_documentation_fragment:
   - xdplb.katran.attributes
 attributes:

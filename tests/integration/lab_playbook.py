@@ -24,7 +24,7 @@ def ansible_env(**extra):
 def playbook(path, *args, check=True):
     """ansible-playbook PATH ARGS; returns (returncode, {"tasks": [...], "stats": {...}})."""
     proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), path] + list(args),
-                          capture_output=True, text=True, env=ansible_env(), cwd=REPO, timeout=600)
+                          capture_output=True, text=True, env=ansible_env(), cwd=REPO, timeout=600, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     data = json.loads(lines[-1]) if lines else None
     if check and (proc.returncode != 0 or data is None):
@@ -49,7 +49,7 @@ def adhoc(inventory, pattern, module, args=""):
     with open(path, "w") as handle:
         json.dump(play, handle)
     try:
-        _, data = playbook(path, "-i", inventory, check=False)
+        _rc, data = playbook(path, "-i", inventory, check=False)
     finally:
         os.unlink(path)
     return task_results(data, "adhoc")

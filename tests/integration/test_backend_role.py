@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (n
 
 
 def diagnose():
-    _, data = playbook(DIAGNOSE, "-i", INVENTORY, *COMMON, check=False)
+    _rc, data = playbook(DIAGNOSE, "-i", INVENTORY, *COMMON, check=False)
     checks = task_results(data, "Check")
     probes = task_results(data, "Probe")[PREFIX + "client"]["results"]
     answered = {(p["item"][0], p["backend"], p["vip"]): p["syn_ack"] for p in probes}
@@ -59,16 +59,16 @@ def test_every_backend_answers_ipip_ip6ip6_and_4in6(lab):
 
 
 def test_second_run_changes_nothing_and_check_mode_agrees(lab):
-    _, data = playbook(SETUP, "-i", INVENTORY, *COMMON)
+    _rc, data = playbook(SETUP, "-i", INVENTORY, *COMMON)
     assert changed_total(data) == 0
-    _, data = playbook(SETUP, "-i", INVENTORY, *COMMON, "--check")
+    _rc, data = playbook(SETUP, "-i", INVENTORY, *COMMON, "--check")
     assert changed_total(data) == 0
 
 
 def test_doctor_names_a_missing_vip_with_the_fix(repaired):
     ip(BE1, "addr", "del", "10.99.0.10/32", "dev", "lo")
     checks, answered = diagnose()
-    assert not any(ok for (host, _, vip), ok in answered.items() if host == BE1 and vip == "10.99.0.10")
+    assert not any(ok for (host, _backend, vip), ok in answered.items() if host == BE1 and vip == "10.99.0.10")
     findings = [f for f in checks[BE1]["findings"] if f["severity"] == "critical"]
     assert [(f["check"], f["vip"], f["fix"]) for f in findings] == [
         ("vip_bound", "10.99.0.10", "ip addr add 10.99.0.10/32 dev lo")]
@@ -77,8 +77,8 @@ def test_doctor_names_a_missing_vip_with_the_fix(repaired):
 def test_doctor_names_missing_decapsulation(repaired):
     ip(BE1, "link", "set", "dev", "eth0", "xdp", "off")
     checks, answered = diagnose()
-    assert not any(ok for (host, _, _), ok in answered.items() if host == BE1)
-    assert all(ok for (host, _, _), ok in answered.items() if host != BE1)
+    assert not any(ok for (host, _backend, _vip), ok in answered.items() if host == BE1)
+    assert all(ok for (host, _backend, _vip), ok in answered.items() if host != BE1)
     critical = {f["check"] for f in checks[BE1]["findings"] if f["severity"] == "critical"}
     assert critical == {"decap"}
 

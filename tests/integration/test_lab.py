@@ -35,7 +35,7 @@ def test_lab_builds_every_host(lab):
 
 
 def test_demo_shows_tcp_and_udp_through_the_vips_to_every_backend(lab):
-    _, data = playbook(DEMO, *LAB_ARGS, "-e", "lab_backends=3")
+    _rc, data = playbook(DEMO, *LAB_ARGS, "-e", "lab_backends=3")
     results = task_results(data, "Open flows from the client to every VIP (TCP and UDP)")[PREFIX + "client"]["results"]
     assert [r["item"] for r in results] == [["10.99.0.10", "tcp"], ["10.99.0.10", "udp"],
                                             ["fd00:99::10", "tcp"], ["fd00:99::10", "udp"]]
@@ -47,18 +47,18 @@ def test_demo_shows_tcp_and_udp_through_the_vips_to_every_backend(lab):
 
 
 def test_second_run_changes_nothing_and_check_mode_agrees(lab):
-    _, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
+    _rc, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
     assert changed_total(data) == 0
-    _, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3", "--check")
+    _rc, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3", "--check")
     assert changed_total(data) == 0
 
 
 def test_a_broken_link_is_repaired(lab):
     subprocess.run(["ip", "-n", PREFIX + "router", "link", "del", "to-be2"], check=True)
     subprocess.run(["ip", "-n", PREFIX + "be1", "addr", "flush", "dev", "eth0"], check=True)
-    _, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
+    _rc, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
     assert changed_total(data) > 0
-    _, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
+    _rc, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
     assert changed_total(data) == 0
 
 

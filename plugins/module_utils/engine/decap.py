@@ -81,7 +81,7 @@ def normalize(interface, object_path, hook="xdp", xdp_mode="auto", addresses=Non
     parsed = []
     for index, address in enumerate(addresses or []):
         try:
-            ip = ipaddress.ip_address(str(address).split("/")[0])
+            ip = ipaddress.ip_address(str(address).split("/", maxsplit=1)[0])
         except ValueError:
             raise EngineError(f"addresses[{index}]: '{address}' is not an IP address", field=f"addresses[{index}]", value=address)
         parsed.append(str(ip))

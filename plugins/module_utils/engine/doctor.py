@@ -49,7 +49,7 @@ def _rx_counters(device):
     try:
         with open("/proc/net/dev") as handle:
             for line in handle.read().splitlines()[2:]:
-                name, _, rest = line.partition(":")
+                name, _sep, rest = line.partition(":")
                 if name.strip() == device:
                     fields = rest.split()
                     return int(fields[1]), int(fields[3]), int(fields[2])
@@ -212,7 +212,7 @@ def validate_vips(vips):
     out = []
     for index, vip in enumerate(vips):
         try:
-            out.append(str(ipaddress.ip_address(str(vip).split("/")[0])))
+            out.append(str(ipaddress.ip_address(str(vip).split("/", maxsplit=1)[0])))
         except ValueError:
             raise EngineError(f"vips[{index}]: '{vip}' is not an IP address", field=f"vips[{index}]", value=vip)
     return out

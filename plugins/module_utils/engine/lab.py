@@ -57,8 +57,9 @@ def plan(prefix="xkt-", balancers=1, backends=2, fabric_mtu=FABRIC_MTU, client_m
     if not re.match(r"^[a-z][a-z0-9-]{0,7}$", prefix or ""):
         raise EngineError(f"prefix: '{prefix}' must be 1-8 characters of a-z, 0-9 and '-', starting with a letter",
                           field="prefix", value=prefix)
-    for field, value, low, high in (("balancers", balancers, 1, 8), ("backends", backends, 1, 16),
-                                     ("fabric_mtu", fabric_mtu, 1320, 9000), ("client_mtu", client_mtu, 1280, 9000)):
+    limits = (("balancers", balancers, 1, 8), ("backends", backends, 1, 16),
+              ("fabric_mtu", fabric_mtu, 1320, 9000), ("client_mtu", client_mtu, 1280, 9000))
+    for field, value, low, high in limits:
         if not isinstance(value, int) or not low <= value <= high:
             raise EngineError(f"{field}: {value!r} must be an integer from {low} to {high}", field=field, value=value)
     if fabric_mtu < client_mtu + 40:
@@ -98,14 +99,14 @@ class _Runner:
         return result.returncode, result.stdout, result.stderr
 
     def read_json(self, argv):
-        rc, out, _ = self.read(argv)
+        rc, out, _err = self.read(argv)
         return json.loads(out) if rc == 0 and out.strip() else []
 
     def change(self, description, argv):
         self.changes.append(description)
         if self.check_mode:
             return
-        rc, _, err = self.read(argv)
+        rc, _out, err = self.read(argv)
         if rc != 0:
             raise EngineError(f"{description} failed: {' '.join(argv)}: {err.strip()}")
 
@@ -115,7 +116,7 @@ def _namespaces(run):
 
 
 def _sysctl(run, netns, key, value):
-    rc, out, _ = run.read(["ip", "netns", "exec", netns, "sysctl", "-n", key])
+    rc, out, _err = run.read(["ip", "netns", "exec", netns, "sysctl", "-n", key])
     if rc != 0 or out.strip() != str(value):
         run.change(f"{netns}: sysctl {key}={value}", ["ip", "netns", "exec", netns, "sysctl", "-qw", f"{key}={value}"])
 
@@ -131,9 +132,9 @@ def _link(run, netns, ifname, mtu, mac, xdp_object=None):
         run.change(f"{netns}: {ifname} up", ["ip", "-n", netns, "link", "set", "dev", ifname, "up"])
     if xdp_object and "xdp" not in link:
         # The peer of a veth that does XDP_TX must run an XDP program, or the frame is dropped.
-        run.change(f"{netns}: {ifname} xdp pass", ["ip", "-n", netns, "link", "set", "dev", ifname, "xdpdrv",
-                                                    "obj", xdp_object, "sec", "xdp"])
-    rc, out, _ = run.read(["ip", "netns", "exec", netns, "ethtool", "-k", ifname])
+        run.change(f"{netns}: {ifname} xdp pass",
+                   ["ip", "-n", netns, "link", "set", "dev", ifname, "xdpdrv", "obj", xdp_object, "sec", "xdp"])
+    rc, out, _err = run.read(["ip", "netns", "exec", netns, "ethtool", "-k", ifname])
     if rc != 0 or "tx-checksumming: off" not in out:
         # veth hands partial checksums across; XDP encapsulation would forward them unfinished.
         run.change(f"{netns}: {ifname} tx checksum offload off", ["ip", "netns", "exec", netns, "ethtool", "-K", ifname, "tx", "off"])
@@ -263,7 +264,7 @@ def absent(prefix, extra_dirs=(), check_mode=False):
         if pattern.match(netns):
             # A process left inside (a responder, a daemon) would keep the namespace, its
             # links and their XDP programs alive after the name is gone.
-            _, out, _ = run.read(["ip", "netns", "pids", netns])
+            _rc, out, _err = run.read(["ip", "netns", "pids", netns])
             pids = out.split()
             for pid in pids:
                 run.change(f"{netns}: stop process {pid}", ["kill", "-TERM", pid])

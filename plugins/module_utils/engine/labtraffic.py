@@ -41,7 +41,7 @@ def serve(name, port, lifetime, hold_seconds=0.0):
     deadline = time.monotonic() + lifetime
     conns = {}
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([tcp, udp] + list(conns), [], [], 0.5)
+        ready, _w, _x = select.select([tcp, udp] + list(conns), [], [], 0.5)
         for sock in ready:
             if sock is tcp:
                 conn, addr = tcp.accept()
@@ -61,7 +61,7 @@ def serve(name, port, lifetime, hold_seconds=0.0):
                     continue
                 buf += data
                 while b"\n" in buf:
-                    _, buf = buf.split(b"\n", 1)
+                    buf = buf.split(b"\n", 1)[1]
                     sock.sendall(f"{name} {_peer(addr)} {addr[1]}\n".encode())
                 conns[sock] = (addr, buf)
     for sock in list(conns) + [tcp, udp]:
@@ -126,7 +126,7 @@ def stop_responder(pidfile):
     if not pid:
         return False
     os.kill(pid, signal.SIGTERM)
-    for _ in range(50):
+    for _attempt in range(50):
         if not running_pid(pidfile):
             break
         time.sleep(0.1)

@@ -88,14 +88,14 @@ def encapsulated_syn(backend, vip, port, client=None, timeout=2.0):
             left = timeout - (time.monotonic() - started)
             if left <= 0:
                 break
-            ready, _, _ = select.select([listener], [], [], left)
+            ready, _w, _x = select.select([listener], [], [], left)
             if not ready:
                 break
             data, addr = listener.recvfrom(65535)
             if ipaddress.ip_address(addr[0].split("%")[0]) != vip:
                 continue
             tcp = data[(data[0] & 0x0F) * 4:] if vip.version == 4 else data
-            src_port, dst_port, _, ack = struct.unpack("!HHII", tcp[:12])
+            src_port, dst_port, _seq, ack = struct.unpack("!HHII", tcp[:12])
             flags = tcp[13]
             if src_port == port and dst_port == sport and flags & 0x12 == 0x12 and ack == (seq + 1) & 0xFFFFFFFF:
                 return {"syn_ack": True, "rtt_ms": round((time.monotonic() - started) * 1000, 3),
