@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Maglev ring quality and build time: balance, disruption, weight accuracy (docs/maglev.md).
 
@@ -39,7 +38,7 @@ def load_average():
 def build_time(reals, size, repeat):
     # CPU time next to wall time: on a shared machine the wall clock also counts other tenants.
     wall, cpu = [], []
-    for _ in range(repeat):
+    for _unused in range(repeat):
         # A cold build each time: repeated input would otherwise be served by the ring cache.
         maglev._canonical_ring.cache_clear()
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -62,7 +61,7 @@ def disruption(size, n):
     base = [(k, 1) for k in keys(n)]
     old = owners(base, build_ring(base, size))
     moved_fracs = []
-    for gone, _ in base:
+    for gone, _unused in base:
         rest = [r for r in base if r[0] != gone]
         new = owners(rest, build_ring(rest, size))
         others = [s for s in range(size) if old[s] != gone]
@@ -88,9 +87,9 @@ def weights(size, n):
     cases.append(("%d reals, weights 1..100" % n, [(k, rnd.randint(1, 100)) for k in keys(n)]))
     for label, reals in cases:
         counts = Counter(build_ring(reals, size))
-        total = sum(w for _, w in reals)
+        total = sum(w for _unused, w in reals)
         errors = []
-        for i, (_, w) in enumerate(reals):
+        for i, (_unused, w) in enumerate(reals):
             expected = size * w / total
             off = abs(counts[i] - expected)
             errors.append((off / expected, off, expected))

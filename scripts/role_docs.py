@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Render every role's meta/argument_specs.yml as docs/roles.md, so the reference never drifts.
 
     python3 scripts/role_docs.py            # rewrite docs/roles.md

@@ -17,7 +17,8 @@ description:
   - Files are shared with the controller (same filesystem); no transfer takes place.
   - The controller must run as root and have C(nsenter) and C(unshare) (util-linux).
 version_added: 0.1.0
-author: xdplb.katran contributors
+author:
+  - xdplb.katran developers (@xdplb)
 options:
   remote_addr:
     description:

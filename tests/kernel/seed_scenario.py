@@ -74,8 +74,8 @@ def log(msg):
 def run(cmd, check=True, input_text=None):
     proc = subprocess.run(cmd, input=input_text, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
-        raise Fatal("%s failed (exit %d): %s" % (" ".join(cmd), proc.returncode,
-                                                  (proc.stderr or proc.stdout).strip()))
+        output = (proc.stderr or proc.stdout).strip()
+        raise Fatal("%s failed (exit %d): %s" % (" ".join(cmd), proc.returncode, output))
     return proc
 
 
@@ -134,7 +134,7 @@ def netstat_counters(ns):
             lines = f.read().splitlines()
     for names, values in zip(lines[::2], lines[1::2]):
         prefix, names = names.split(":", 1)
-        _, values = values.split(":", 1)
+        _unused, values = values.split(":", 1)
         for n, v in zip(names.split(), values.split()):
             out[prefix + "." + n] = int(v)
     return out
@@ -266,7 +266,7 @@ class Lab:
         deadline = time.monotonic() + timeout
         socks = {self.backend_sock: "backend", self.client_sock: "client"}
         while time.monotonic() < deadline and None in seen.values():
-            ready, _, _ = select.select(list(socks), [], [], max(0.0, deadline - time.monotonic()))
+            ready, _unused, _unused = select.select(list(socks), [], [], max(0.0, deadline - time.monotonic()))
             for s in ready:
                 while True:
                     try:
@@ -348,7 +348,7 @@ def print_table(rows):
             return "yes" if v else "no"
         return "-" if v is None else str(v)
 
-    table = [[h for _, h in cols]] + [[fmt(r[k]) for k, _ in cols] for r in rows]
+    table = [[h for _unused, h in cols]] + [[fmt(r[k]) for k, _unused in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
     for i, line in enumerate(table):
         log("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
@@ -358,7 +358,7 @@ def print_table(rows):
 
 def main(argv=None):
     global _HOME_NS_FD
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--json", help="write the result rows to this file")
     ap.add_argument("--devices", default="tunl0,ipip0",
                     help="decap devices to test, comma-separated: tunl0 (the fallback "

@@ -60,7 +60,7 @@ PAPER_PREFS = [(3, 4), (0, 2), (3, 1)]  # B0, B1, B2: (offset, skip)
 @pytest.mark.parametrize("tail", [None, 0, 7])
 def test_paper_example_before(tail):
     ring = maglev._populate(PAPER_PREFS, [1, 1, 1], 7, tail=tail)
-    assert ["B%d" % i for i in ring] == ["B1", "B0", "B1", "B0", "B2", "B2", "B0"]
+    assert [f"B{i}" for i in ring] == ["B1", "B0", "B1", "B0", "B2", "B2", "B0"]
 
 
 @pytest.mark.parametrize("tail", [None, 0, 7])
@@ -80,8 +80,8 @@ def test_populate_matches_katran_loop(seed):
     rnd = random.Random(seed)
     size = rnd.choice([7, 11, 101, 257, 1009, 4099])
     n = rnd.randint(2, 60)
-    prefs = [(rnd.randrange(size), rnd.randrange(1, size)) for _ in range(n)]
-    weights = [rnd.choice([0, 1, 1, 2, 3, 7, 10, 100]) for _ in range(n)]
+    prefs = [(rnd.randrange(size), rnd.randrange(1, size)) for _unused in range(n)]
+    weights = [rnd.choice([0, 1, 1, 2, 3, 7, 10, 100]) for _unused in range(n)]
     weights[rnd.randrange(n)] = rnd.randint(1, 100)
     expected = _katran_v2(prefs, weights, size)
     for tail in (None, 0, size):
@@ -91,7 +91,7 @@ def test_populate_matches_katran_loop(seed):
 def test_populate_matches_katran_loop_full_size():
     rnd = random.Random(99)
     prefs = [maglev.offset_skip(k, M) for k in _keys(40)]
-    weights = [rnd.randint(1, 20) for _ in prefs]
+    weights = [rnd.randint(1, 20) for _unused in prefs]
     assert maglev._populate(prefs, weights, M) == _katran_v2(prefs, weights, M)
 
 
@@ -122,7 +122,7 @@ def test_removing_one_of_100_moves_at_most_2_percent_of_the_others(removed):
 def _assert_weights_honoured(reals, tolerance=0.01):
     ring = build_ring(reals)
     counts = Counter(ring)
-    total = sum(w for _, w in reals)
+    total = sum(w for _unused, w in reals)
     for i, (key, weight) in enumerate(reals):
         expected = M * weight / total
         assert abs(counts[i] - expected) <= tolerance * expected, (key, weight, counts[i], expected)
@@ -180,7 +180,7 @@ def test_pinned_ring_digest():
 def test_ring_independent_of_listing_order():
     reference = _owners(PINNED_REALS, build_ring(PINNED_REALS))
     rnd = random.Random(1)
-    for _ in range(3):
+    for _unused in range(3):
         shuffled = list(PINNED_REALS)
         rnd.shuffle(shuffled)
         maglev._canonical_ring.cache_clear()
@@ -307,5 +307,5 @@ def test_ring_diff_after_removal_is_the_moved_slots():
     new = build_ring(after, 1009)
     # Indices shift when a real leaves the list: compare stable ids, as the docstring asks.
     changed = ring_diff(_owners(before, old), _owners(after, new))
-    assert {slot for slot, _ in changed} >= {s for s in range(1009) if old[s] == 3}
+    assert {slot for slot, _unused in changed} >= {s for s in range(1009) if old[s] == 3}
     assert len(changed) < 2 * 1009 // 10

@@ -43,7 +43,7 @@ def is_prime(n):
         x = pow(a, d, n)
         if x == 1 or x == n - 1:
             continue
-        for _ in range(r - 1):
+        for _unused in range(r - 1):
             x = x * x % n
             if x == n - 1:
                 break
@@ -92,7 +92,7 @@ def _turn_order(weights, size):
             lo = mid + 1
     last = lo
     # One bucket per round keeps the order without sorting (about 4x faster for 100 reals).
-    rounds = [[] for _ in range(last)]
+    rounds = [[] for _unused in range(last)]
     for i, w in enumerate(weights):
         if w:
             # t // w == ceil(k * wmax / w) for t = k * wmax + w - 1, k = 1 .. turns before ``last``
@@ -118,8 +118,8 @@ def _populate(prefs, weights, size, tail=None):
     left when the fill switches method) only changes speed; tests force each method with it.
     """
     order = _turn_order(weights, size)
-    pos = [offset for offset, _ in prefs]
-    skips = [skip for _, skip in prefs]
+    pos = [offset for offset, _unused in prefs]
+    skips = [skip for _unused, skip in prefs]
     # None marks a free slot: an identity test is the cheapest check in the hot loop below.
     ring = [None] * size
     # Once fewer than sqrt(M) slots are free, a walk costs more probes (about M/free) than
@@ -195,7 +195,7 @@ def _validate(reals, size):
         if key in seen:
             raise ValueError("duplicate real %r: reals[%d] and reals[%d]" % (key, seen[key], idx))
         seen[key] = idx
-    if not any(weight for _, weight in items):
+    if not any(weight for _unused, weight in items):
         raise ValueError("all weights are zero: a ring needs at least one real with weight > 0")
     return items
 
@@ -216,8 +216,8 @@ def build_ring(reals, size=DEFAULT_RING_SIZE):
     )
     if len(active) == 1:
         return [active[0][1]] * size
-    ring = _canonical_ring(tuple((items[idx][0], weight) for _, idx, weight in active), size)
-    back = [idx for _, idx, _ in active]
+    ring = _canonical_ring(tuple((items[idx][0], weight) for _unused, idx, weight in active), size)
+    back = [idx for _unused, idx, _unused in active]
     return [back[i] for i in ring]
 
 
@@ -227,8 +227,8 @@ def build_ring(reals, size=DEFAULT_RING_SIZE):
 @functools.lru_cache(maxsize=16)
 def _canonical_ring(active, size):
     """Ring over ``active``, (key, weight) pairs in canonical order, as positions in ``active``."""
-    prefs = [offset_skip(key, size) for key, _ in active]
-    return tuple(_populate(prefs, [weight for _, weight in active], size))
+    prefs = [offset_skip(key, size) for key, _unused in active]
+    return tuple(_populate(prefs, [weight for _unused, weight in active], size))
 
 
 def ring_diff(old, new):
