@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Per-packet cost of the balancer's paths, measured as DESIGN.md prescribes.
+
+Each path is timed with BPF_PROG_TEST_RUN at repeat=1, one call per packet (repeat>1
+re-runs on the already encapsulated packet), using the kernel-reported duration of each
+call. Calls alternate between the path and pass.o (the floor: test-run and timer
+overhead); the path's cost is the median of its calls minus the median of the floor calls
+made alongside. Paths take turns in blocks of 1000 calls. A run reloads the balancer, so
+every run starts from empty maps; the result is the median of --runs runs.
+
+    sudo VENV/bin/python bench/dataplane_bench.py [--runs 5] [--calls 20000] [--cpu 0] [--json]
+
+Needs root, clang (make -C files/bpf) and scapy (requirements-dev.txt).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "plugins", "module_utils"))
+
+from engine import abi, libbpf  # noqa: E402  (the engine package, as the host CLI imports it)
+
+from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
+from scapy.layers.inet6 import IPv6  # noqa: E402
+from scapy.layers.l2 import Ether  # noqa: E402
+from scapy.packet import Raw  # noqa: E402
+
+BPF_DIR = os.path.join(REPO, "files", "bpf")
+VIP4, VIP4_BYPASS, VIP6 = "192.0.2.10", "192.0.2.20", "2001:db8::10"
+PAYLOAD = Raw(bytes(64))
+E = Ether(src="02:00:00:00:00:c1", dst="02:00:00:00:00:01")
+
+# Bars from issue 3 (ns above the floor): 60 % of Katran's cost measured the same way.
+BARS = {"syn_new": 320, "syn_repeat": 320, "ring_bypass": 140, "conn_hit": 150, "non_vip": 60}
+
+PATHS = [
+    ("syn_new", "new TCP flow: SYN of a never-seen 5-tuple, ring, inserted in the conn table"),
+    ("syn_repeat", "new TCP flow, same SYN every call: ring, conn-table entry replaced"),
+    ("ring_bypass", "ring lookup, connection-table bypass VIP (TCP ACK)"),
+    ("conn_hit", "connection-table hit (TCP ACK, established flow)"),
+    ("udp", "UDP, established flow (connection-table hit)"),
+    ("ipv6", "IPv6 TCP, established flow (connection-table hit), IP6IP6"),
+    ("ipv6_syn_new", "IPv6 new TCP flow (SYN of a never-seen 5-tuple)"),
+    ("non_vip", "non-VIP IPv4 TCP (XDP_PASS)"),
+]
+
+# Reference: the kernel's LRU hash update alone, on a map shaped like lb_conns, keyed by the
+# first 40 bytes of the frame. It bounds from below what any path that records a flow costs.
+LRU_REF_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "lb_abi.h"
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, LB_CONN_TABLE_SIZE);
+    __type(key, struct lb_flow);
+    __type(value, struct lb_conn);
+    __uint(map_flags, LB_CONN_TABLE_FLAGS);
+} ref_conns SEC(".maps");
+SEC("xdp") int lru_update_only(struct xdp_md *x)
+{
+    void *d = (void *)(long)x->data, *e = (void *)(long)x->data_end;
+    struct lb_flow k;
+    struct lb_conn v = { .real_idx = 1 };
+    if (d + 6 + sizeof(k) > e)
+        return XDP_PASS;
+    __builtin_memcpy(&k, d + 6, sizeof(k)); /* skips the constant dst MAC: src MAC+IP+ports */
+    bpf_map_update_elem(&ref_conns, &k, &v, BPF_ANY);
+    return XDP_PASS;
+}
+char _license[] SEC("license") = "Dual BSD/GPL";
+"""
+REFS = [
+    ("ref_lru_new", "reference: kernel LRU update alone, new key each call"),
+    ("ref_lru_repeat", "reference: kernel LRU update alone, same key each call"),
+]
+
+
+def tcp4(dst, sport, flags, src="198.51.100.7"):
+    return bytes(E / IP(src=src, dst=dst) / TCP(sport=sport, dport=80, flags=flags) / PAYLOAD)
+
+
+def packets(calls):
+    """Per path: the list of frames to send, one call each (cycled)."""
+    # New flows: every call a 5-tuple the table has never seen (insert, not replace).
+    new = [tcp4(VIP4, 1024 + i % 60000, "S", src="10.%d.%d.1" % (i // 60000 % 250, 1 + i // 15000 % 4))
+           for i in range(calls)]
+    new6 = [bytes(E / IPv6(src="2001:db8:c::%x" % (1 + i // 60000), dst=VIP6)
+                  / TCP(sport=1024 + i % 60000, dport=80, flags="S") / PAYLOAD) for i in range(calls)]
+    return {
+        "syn_new": new,
+        "syn_repeat": [tcp4(VIP4, 50000, "S")],
+        "ring_bypass": [tcp4(VIP4_BYPASS, 40000, "A")],
+        "conn_hit": [tcp4(VIP4, 40000, "A")],
+        "udp": [bytes(E / IP(src="198.51.100.7", dst=VIP4) / UDP(sport=5000, dport=53) / PAYLOAD)],
+        "ipv6": [bytes(E / IPv6(src="2001:db8:c::7", dst=VIP6) / TCP(sport=40000, dport=80, flags="A")
+                       / PAYLOAD)],
+        "ipv6_syn_new": new6,
+        "non_vip": [tcp4("192.0.2.99", 40000, "A")],
+    }
+
+
+def load_balancer():
+    obj = libbpf.BpfObject(os.path.join(BPF_DIR, "balancer.o"), pin_maps=False).load()
+    m = {n: obj.map(n) for n in obj.map_names()}
+    m[abi.MAP_CONFIG].update(b"\0" * 4, bytes(abi.config("02:00:00:00:00:01", "02:00:00:00:00:fe",
+                                                          src_v4="10.255.0.1", src_v6="fc00::1")))
+    reals = list(range(1, 9))
+    for i in reals:
+        m[abi.MAP_REALS].update(i.to_bytes(4, sys.byteorder), bytes(abi.real("10.0.0.%d" % i)))
+        m[abi.MAP_REALS].update((i + 100).to_bytes(4, sys.byteorder), bytes(abi.real("fd00::%d" % i)))
+    abi.addr_filter_sync(m[abi.MAP_ADDR_FILTER], [VIP4, VIP4_BYPASS, VIP6])
+    ring4 = [reals[i % 8] for i in range(abi.RING_SIZE)]
+    ring6 = [100 + r for r in ring4]
+    for num, (vip, port, proto, flags, ring) in enumerate([
+            (VIP4, 80, "tcp", 0, ring4), (VIP4, 53, "udp", 0, ring4),
+            (VIP4_BYPASS, 80, "tcp", abi.VIP_F_NO_CONN_TABLE, ring4), (VIP6, 80, "tcp", 0, ring6)]):
+        m[abi.MAP_VIP_ADDRS].update(bytes(abi.addr_key(vip)), bytes(abi.LbAddrMeta()))
+        abi.vip_set(m[abi.MAP_VIP_TABLE], abi.vip_key(vip, port, proto), abi.vip_meta(num, flags))
+        abi.ring_replace(m[abi.MAP_RINGS], num, ring)
+    return obj, obj.program_fd(abi.PROG_BALANCER)
+
+
+class Path:
+    """One measured path: its frames (cycled), the verdict it must give, its samples."""
+
+    def __init__(self, fd, frames, expect):
+        self.run, self.frames, self.expect = libbpf.TestRunner(fd).run, frames, expect
+        self.next, self.samples, self.floor = 0, [], []
+
+    def block(self, floor_run, floor_frame, calls):
+        # Each call paired with a floor call: load from elsewhere hits both alike.
+        for _unused in range(calls):
+            self.floor.append(floor_run(floor_frame)[1])
+            retval, duration = self.run(self.frames[self.next % len(self.frames)])
+            self.next += 1
+            if retval != self.expect:
+                raise SystemExit("unexpected verdict %d (want %d)" % (retval, self.expect))
+            self.samples.append(duration)
+
+    def cost(self):
+        return statistics.median(self.samples) - statistics.median(self.floor)
+
+
+def build_lru_ref(tmpdir):
+    src = os.path.join(tmpdir, "lru_ref.c")
+    with open(src, "w") as f:
+        f.write(LRU_REF_C)
+    obj = os.path.join(tmpdir, "lru_ref.o")
+    subprocess.run(["clang", "-target", "bpf", "-O2", "-g", "-I", BPF_DIR,
+                    "-I/usr/include/%s-linux-gnu" % os.uname().machine, "-c", src, "-o", obj], check=True)
+    return obj
+
+
+def one_run(pass_fd, pkts, calls, lru_ref, block=1000):
+    """One run: fresh maps; the paths take turns in blocks of `block` calls, so a burst of load
+    from elsewhere spreads over all of them instead of landing on one."""
+    obj, fd = load_balancer()
+    ref = libbpf.BpfObject(lru_ref, pin_maps=False).load()
+    try:
+        for p in ("conn_hit", "udp", "ipv6"):  # establish the flows the "hit" paths reuse
+            libbpf.prog_test_run(fd, pkts[p][0])
+        ref_fd = ref.program_fd("lru_update_only")
+        paths = {name: Path(fd, pkts[name], libbpf.XDP_PASS if name == "non_vip" else libbpf.XDP_TX)
+                 for name, _unused in PATHS}
+        paths["ref_lru_new"] = Path(ref_fd, pkts["syn_new"], libbpf.XDP_PASS)
+        paths["ref_lru_repeat"] = Path(ref_fd, pkts["syn_repeat"], libbpf.XDP_PASS)
+        floor_run = libbpf.TestRunner(pass_fd).run
+        floor_frame = pkts["conn_hit"][0]
+        for _unused in range(max(1, calls // block)):
+            for path in paths.values():
+                path.block(floor_run, floor_frame, block)
+        out = {name: path.cost() for name, path in paths.items()}
+        out["floor"] = statistics.median([f for path in paths.values() for f in path.floor])
+        return out
+    finally:
+        ref.close()
+        obj.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=20000, help="test runs per path per run")
+    ap.add_argument("--cpu", type=int, default=0, help="pin to this CPU (-1: do not pin)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (BPF_PROG_TEST_RUN)")
+    subprocess.run(["make", "-s", "-C", BPF_DIR], check=True)
+    load_at_start = " ".join("%.2f" % x for x in os.getloadavg())
+    if args.cpu >= 0:
+        os.sched_setaffinity(0, {args.cpu})  # one CPU: per-CPU LRU lists and caches stay warm
+
+    pkts = packets(args.calls)
+    with tempfile.TemporaryDirectory() as tmp, \
+            libbpf.BpfObject(os.path.join(BPF_DIR, "pass.o"), pin_maps=False) as pobj:
+        lru_ref = build_lru_ref(tmp)
+        pobj.load()
+        runs = [one_run(pobj.program_fd("xdp_pass"), pkts, args.calls, lru_ref) for _unused in range(args.runs)]
+
+    result = {k: {"median": statistics.median(r[k] for r in runs), "runs": [r[k] for r in runs]}
+              for k in ["floor"] + [n for n, _unused in PATHS + REFS]}
+    if args.json:
+        print(json.dumps({"kernel": os.uname().release, "cpus": os.cpu_count(), "calls": args.calls,
+                          "loadavg": load_at_start,
+                          "results": result, "bars": BARS}, indent=2))
+        return
+    print("kernel %s, %d CPUs, %d runs x %d calls per path; ns per packet above the floor"
+          % (os.uname().release, os.cpu_count(), args.runs, args.calls))
+    print("load average at start: %s" % load_at_start)
+    print("%-14s %8s %9s  %-24s %s" % ("path", "median", "bar", "runs", "what"))
+    print("%-14s %8.0f %9s  %-24s %s" % ("floor", result["floor"]["median"], "",
+                                         " ".join("%.0f" % v for v in result["floor"]["runs"]),
+                                         "pass.o, absolute ns (test-run overhead)"))
+    for name, what in PATHS + REFS:
+        limit = BARS.get(name)
+        r = result[name]
+        mark = "" if limit is None else ("%d%s" % (limit, " ok" if r["median"] <= limit else " MISS"))
+        print("%-14s %8.0f %9s  %-24s %s" % (name, r["median"], mark, " ".join("%.0f" % v for v in r["runs"]),
+                                             what))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""The engine's command line, for operators and for boot-time restore without Ansible.
+
+    python3 -m xdplb_engine [--pin-root DIR] status [--interface IF] [--json]
+    python3 -m xdplb_engine [--pin-root DIR] stats [--json]
+    python3 -m xdplb_engine restore STATE_FILE [--check]
+    python3 -m xdplb_engine backend-restore STATE_FILE [--check]
+    python3 -m xdplb_engine [--pin-root DIR] save STATE_FILE [--object O] [--interface IF] [--mode M]
+
+The package runs under any name (copied to /usr/local/lib/xdplb/xdplb_engine, or inside the
+collection), so everything here uses relative imports and stdlib only.
+
+Exit codes: 0 done; 1 the kernel or the host refused (message says which object and why);
+2 bad usage or an invalid state file (message names the field); 3 (status) nothing loaded or
+no program attached.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+from . import backend_restore, balancer, libbpf, program, vips, vipspec
+from .errors import EngineError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
+STATE_VERSION = 1
+STATE_KEYS = ("version", "object", "program", "interface", "mode", "pin_root", "config", "vips",
+              "purge", "ring_size")
+CONFIG_KEYS = ("interface", "gateway_mac", "gateway", "source_mode", "source_v4", "source_v6",
+               "max_packet_size")
+
+
+class UsageError(EngineError):
+    pass
+
+
+def _prog():
+    return os.path.basename(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------------------------ state file
+def load_state(path):
+    """Read and validate a whole state file; raises UsageError naming the field."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise UsageError("%s: cannot read the state file: %s" % (path, exc.strerror), field="state_file")
+    except ValueError as exc:
+        raise UsageError("%s: not valid JSON: %s" % (path, exc), field="state_file")
+    if not isinstance(data, dict):
+        raise UsageError("%s: the state file must hold a JSON object" % path, field="state_file")
+    try:
+        return parse_state(data)
+    except EngineError as exc:
+        raise UsageError("%s: %s" % (path, exc.msg), field=exc.field, value=exc.value)
+
+
+def parse_state(data):
+    unknown = [k for k in data if k not in STATE_KEYS]
+    if unknown:
+        raise EngineError("%s: unknown key (expected %s)" % (unknown[0], ", ".join(STATE_KEYS)), field=unknown[0])
+    if data.get("version", STATE_VERSION) != STATE_VERSION:
+        raise EngineError("version: %r is not supported (this engine reads version %d)"
+                          % (data.get("version"), STATE_VERSION), field="version")
+    for key in ("object", "interface"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise EngineError("%s: is required (a string)" % key, field=key, value=data.get(key))
+    mode = data.get("mode") or "auto"
+    if mode not in program.MODES:
+        raise EngineError("mode: %r must be one of %s" % (mode, ", ".join(program.MODES)), field="mode", value=mode)
+    cfg = data.get("config")
+    if cfg is not None:
+        if not isinstance(cfg, dict):
+            raise EngineError("config: must be an object", field="config", value=cfg)
+        bad = [k for k in cfg if k not in CONFIG_KEYS]
+        if bad:
+            raise EngineError("config.%s: unknown key (expected %s)" % (bad[0], ", ".join(CONFIG_KEYS)),
+                              field="config." + bad[0])
+        args = dict(cfg)
+        args.setdefault("interface", data["interface"])
+        try:
+            # The interface may not exist yet at boot: that is checked when the config is applied.
+            cfg = balancer.config_request(check_interface=False, **args)
+        except EngineError as exc:
+            raise EngineError("config.%s" % exc.msg, field="config.%s" % exc.field, value=exc.value)
+    ring_size = data.get("ring_size")
+    if ring_size is not None:
+        vipspec.ring_size(ring_size)
+    purge = data.get("purge", True)
+    if not isinstance(purge, bool):
+        raise EngineError("purge: must be true or false", field="purge", value=purge)
+    return {"object": data["object"], "program": data.get("program"), "interface": data["interface"],
+            "mode": mode, "pin_root": data.get("pin_root") or balancer.DEFAULT_PIN_ROOT, "config": cfg,
+            "vips": vipspec.parse_vips(data.get("vips") or []), "purge": purge, "ring_size": ring_size}
+
+
+def write_state(path, state):
+    """Atomic write, mode 0600: the file names every backend of the service."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(state, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def state_vip(spec):
+    return {"address": spec["address"], "port": spec["port"], "protocol": spec["protocol"],
+            "flags": spec["flags"], "icmp_echo": spec["icmp_echo"],
+            "reals": [{"address": r["address"], "weight": 1 if r["weight"] is None else r["weight"]}
+                      for r in spec["reals"]]}
+
+
+# ------------------------------------------------------------------ commands
+def restore(state, check_mode=False, out=sys.stdout, timeout=3.0):
+    """Load + attach, config, VIPs: what the boot unit runs. Returns the three results."""
+    prog = program.ensure(state["object"], state["interface"], mode=state["mode"], pin_root=state["pin_root"],
+                          program=state["program"], check_mode=check_mode)
+    out.write("program: %s %s on %s (%s XDP, tag %s)\n" % (prog["program"], prog["action"], state["interface"],
+                                                           prog.get("mode") or "auto", prog["tag"]))
+    cfg_res = vip_res = None
+    if not balancer.is_loaded(state["pin_root"]):
+        # Check mode before the first load: there are no maps to compare with yet.
+        out.write("config and vips: all would be written (nothing is loaded yet)\n")
+    else:
+        if state["config"] is not None:
+            cfg_res = balancer.ensure_config(state["pin_root"], state["config"], check_mode=check_mode,
+                                             timeout=timeout)
+            out.write("config: %s (gateway MAC %s)\n" % ("changed" if cfg_res["changed"] else "unchanged",
+                                                         cfg_res["config"]["gateway_mac"]))
+        vip_res = vips.ensure(state["pin_root"], state["vips"], purge=state["purge"],
+                              ring_size=state["ring_size"], check_mode=check_mode)
+        s = vip_res["summary"]
+        out.write("vips: %d added, %d changed, %d removed, %d unchanged; %d rings written\n"
+                  % (s["added"], s["changed"], s["removed"], s["unchanged"], s["rings_written"]))
+    for w in prog["warnings"] + (cfg_res or {}).get("warnings", []) + (vip_res or {}).get("warnings", []):
+        out.write("warning: %s\n" % w)
+    return prog, cfg_res, vip_res
+
+
+def status(pin_root, interface=None, as_json=False, out=sys.stdout):
+    attached = None
+    if interface:
+        attached = program.attached(program.ifindex(interface))
+    if not balancer.is_loaded(pin_root):
+        if as_json:
+            out.write(json.dumps({"loaded": False, "pin_root": pin_root, "program": attached}) + "\n")
+        else:
+            out.write("balancer: not loaded (no maps pinned under %s)\n" % pin_root)
+        return EXIT_DOWN
+    data = balancer.info(pin_root, stats=False)
+    data["program"] = attached
+    if as_json:
+        out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    else:
+        cfg = data["config"]
+        if interface:
+            out.write("program: %s\n" % ("none attached to %s" % interface if attached is None else
+                                         "%s id %d tag %s, %s XDP on %s" % (attached["name"], attached["prog_id"],
+                                                                            attached["tag"], attached["mode"], interface)))
+        out.write("pin root: %s\n" % pin_root)
+        out.write("config: if_mac %s, gateway %s, source %s (v4 %s, v6 %s), max packet %s\n"
+                  % (cfg["if_mac"], cfg["gateway_mac"], cfg["source_mode"], cfg["source_v4"], cfg["source_v6"],
+                     cfg["max_packet_size"] or "unlimited"))
+        lim = data["limits"]
+        out.write("vips: %d of %d, reals: %d of %d\n" % (lim["vips"], lim["max_vips"], lim["reals"], lim["max_reals"]))
+        for v in data["vips"]:
+            flags = (" [%s]" % ",".join(v["flags"])) if v["flags"] else ""
+            ring = "" if v["ring"]["present"] else " NO RING"
+            out.write("  %s%s%s: %s\n" % (v["key"], flags, ring, ", ".join(
+                "%s w%s" % (r["address"], r["weight"]) for r in v["reals"])))
+    return EXIT_OK if (not interface or attached is not None) else EXIT_DOWN
+
+
+def stats(pin_root, as_json=False, out=sys.stdout):
+    data = balancer.info(pin_root, stats=True)
+    if as_json:
+        out.write(json.dumps({k: data[k] for k in ("global", "vips", "reals")}, indent=2, sort_keys=True) + "\n")
+        return EXIT_OK
+    g = data["global"]
+    out.write("global: " + ", ".join("%s %d" % (k, g[k]) for k in g) + "\n")
+    for v in data["vips"]:
+        out.write("%s: %d packets, %d bytes\n" % (v["key"], v["stats"]["packets"], v["stats"]["bytes"]))
+        for r in v["reals"]:
+            out.write("  %s (weight %s): %d packets, %d bytes (all VIPs)\n"
+                      % (r["address"], r["weight"], r["stats"]["packets"], r["stats"]["bytes"]))
+    return EXIT_OK
+
+
+def save(path, pin_root, obj=None, interface=None, mode=None, out=sys.stdout):
+    """Write what the kernel holds now as a state file (merging object/interface from an old one)."""
+    old = {}
+    if os.path.exists(path):
+        old = load_state(path)
+    data = balancer.info(pin_root, stats=False)
+    state = {"version": STATE_VERSION, "object": obj or old.get("object"), "interface": interface or old.get("interface"),
+             "mode": mode or old.get("mode") or "auto", "pin_root": pin_root, "purge": True,
+             "vips": [state_vip(v) for v in data["vips"]]}
+    if old.get("program"):
+        state["program"] = old["program"]
+    for key in ("object", "interface"):
+        if not state[key]:
+            raise UsageError("--%s: required (no earlier state file at %s to take it from)" % (key, path), field=key)
+    cfg = data["config"]
+    state["config"] = {"gateway_mac": cfg["gateway_mac"], "source_mode": cfg["source_mode"],
+                       "source_v4": cfg["source_v4"], "source_v6": cfg["source_v6"],
+                       "max_packet_size": cfg["max_packet_size"]}
+    write_state(path, state)
+    out.write("saved %d VIPs to %s\n" % (len(state["vips"]), path))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ main
+def _parser():
+    p = argparse.ArgumentParser(prog="python3 -m %s" % _prog(),
+                                description="xdplb balancer engine: status, counters, boot-time restore.",
+                                epilog="exit codes: 0 ok, 1 failed, 2 bad usage or state file, 3 not loaded/attached")
+    p.add_argument("--pin-root", default=balancer.DEFAULT_PIN_ROOT, help="bpffs directory of the pinned maps")
+    sub = p.add_subparsers(dest="command")
+    s = sub.add_parser("status", help="program, config and VIPs")
+    s.add_argument("--interface", help="also show the XDP program attached to this interface")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("stats", help="per-VIP, per-real and global counters (summed over CPUs)")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("restore", help="load, attach and configure from a state file")
+    s.add_argument("state_file")
+    s.add_argument("--check", action="store_true", help="report what would change, change nothing")
+    s.add_argument("--resolve-timeout", type=float, default=3.0, help="seconds to wait for the gateway's MAC")
+    s = sub.add_parser("backend-restore", help="restore a backend (tunnels, BPF decap, VIPs, rp_filter) from its state file")
+    s.add_argument("state_file")
+    s.add_argument("--check", action="store_true", help="report what would change, change nothing")
+    s = sub.add_parser("save", help="write the running configuration as a state file (mode 0600)")
+    s.add_argument("state_file")
+    s.add_argument("--object")
+    s.add_argument("--interface")
+    s.add_argument("--mode", choices=program.MODES)
+    return p
+
+
+def main(argv=None, out=sys.stdout, err=sys.stderr):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_usage(err)
+        return EXIT_USAGE
+    name = _prog()
+    try:
+        if args.command == "status":
+            return status(args.pin_root, args.interface, args.json, out)
+        if args.command == "stats":
+            return stats(args.pin_root, args.json, out)
+        if args.command == "save":
+            return save(args.state_file, args.pin_root, args.object, args.interface, args.mode, out)
+        if args.command == "backend-restore":
+            changes = backend_restore.restore(backend_restore.load_state(args.state_file), check_mode=args.check)
+            out.write("backend: %s\n" % ("; ".join(changes) if changes else "nothing to change"))
+            return EXIT_OK
+        state = load_state(args.state_file)
+        restore(state, check_mode=args.check, out=out, timeout=args.resolve_timeout)
+        return EXIT_OK
+    except UsageError as exc:
+        err.write("%s: error: %s\n" % (name, exc.msg))
+        return EXIT_USAGE
+    except EngineError as exc:
+        err.write("%s: error: %s\n" % (name, exc.msg))
+        return EXIT_FAIL
+    except libbpf.BpfError as exc:
+        err.write("%s: error: %s\n" % (name, exc))
+        return EXIT_FAIL
+    except OSError as exc:
+        err.write("%s: error: %s\n" % (name, exc))
+        return EXIT_FAIL

@@ -1,0 +1,444 @@
+"""Plan a VIP request against the state read from the kernel, then write only the difference.
+
+plan() is pure computation on a balancer.State (rings are built there, so check mode reports
+the exact ring changes); apply() performs the writes in the order documented in balancer.py.
+ensure() is the entry point the modules and the CLI use.
+"""
+import array
+import operator
+import os
+import pickle
+import struct
+
+from . import abi, libbpf, maglev, vipspec
+from .balancer import Balancer, _sort_key, _u32, bpf_fail
+from .errors import EngineError
+
+
+# Parallel ring builds pay off once a few rings are new (fork + result transfer ~ 10 ms each).
+_PARALLEL_MIN = 8
+
+
+def _fail(field, value, msg):
+    raise EngineError("%s: %s" % (field, msg), field=field, value=value)
+
+
+# ------------------------------------------------------------------ ring building
+def _ring_job(job):
+    reals, idxs, size = job
+    ring = maglev.build_ring(reals, size)
+    return array.array("I", map(idxs.__getitem__, ring)).tobytes()
+
+
+def _fork_map(func, jobs):
+    """map(func, jobs) over forked workers: Maglev is pure Python, one ring per core at a time.
+
+    Plain fork + pipes rather than multiprocessing: no semaphores (/dev/shm) and nothing to set
+    up inside AnsiballZ; children exit with os._exit and never return into the caller.
+    """
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        ncpu = os.cpu_count() or 1
+    workers = min(ncpu, 8, len(jobs))
+    if workers < 2 or len(jobs) < _PARALLEL_MIN:
+        return [func(j) for j in jobs]
+    chunks = [list(range(w, len(jobs), workers)) for w in range(workers)]
+    children = []
+    for chunk in chunks[1:]:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(rfd)
+            try:
+                payload = ("ok", [func(jobs[i]) for i in chunk])
+            except BaseException as exc:
+                payload = ("err", "%s: %s" % (type(exc).__name__, exc))
+            with os.fdopen(wfd, "wb") as out:
+                out.write(pickle.dumps(payload))
+            os._exit(0)
+        os.close(wfd)
+        children.append((pid, rfd, chunk))
+    results = [None] * len(jobs)
+    error = None
+    try:
+        for i in chunks[0]:
+            results[i] = func(jobs[i])
+    finally:
+        for pid, rfd, chunk in children:
+            with os.fdopen(rfd, "rb") as inp:
+                data = inp.read()
+            os.waitpid(pid, 0)
+            status, value = pickle.loads(data) if data else ("err", "ring worker died")
+            if status != "ok":
+                error = error or value
+                continue
+            for i, r in zip(chunk, value):
+                results[i] = r
+    if error:
+        raise EngineError("building Maglev rings failed: %s" % error)
+    return results
+
+
+# ------------------------------------------------------------------ plan
+class Plan:
+    """What a request changes. .result() is what modules return."""
+
+    def __init__(self):
+        self.new_reals = {}        # index -> address (written as live)
+        self.reset_real_stats = set()
+        self.free_reals = {}       # index -> address (tombstoned at the end)
+        self.filter_pre = None     # address set whose bits must be set before adding addresses
+        self.filter_post = None    # final address set
+        self.addr_writes = {}      # address -> lb_addr_meta flags
+        self.addr_deletes = []
+        self.upserts = []          # dicts: key, vip_num, new, meta (flags) or None, ring, record, ...
+        self.removals = []         # dicts: key, address, port, protocol, vip_num
+        self.orphans = []          # vip_nums with a ring or record but no VIP
+        self.changes = []          # per-VIP result entries
+        self.before, self.after = {}, {}
+        self.warnings, self.repairs = [], []
+        self.counts = {}
+
+    @property
+    def changed(self):
+        return bool(self.new_reals or self.free_reals or self.filter_pre is not None
+                    or self.filter_post is not None or self.addr_writes or self.addr_deletes
+                    or any(u["write"] for u in self.upserts) or self.removals or self.orphans)
+
+    def result(self):
+        return {"changed": self.changed, "vips": self.changes, "summary": self.counts,
+                "repairs": self.repairs, "warnings": self.warnings,
+                "diff": {"before": {"vips": self.before}, "after": {"vips": self.after}}}
+
+
+def _diff_view(spec):
+    if spec is None:
+        return None
+    return {"flags": spec["flags"], "icmp_echo": spec["icmp_echo"],
+            "reals": {r["address"]: r["weight"] for r in spec["reals"]}}
+
+
+def _real_changes(before, after):
+    """Reals added, removed and reweighted; both lists come sorted by address (vipspec, State.spec)."""
+    b = {r["address"]: r["weight"] for r in (before or {}).get("reals", [])}
+    a = {r["address"]: r["weight"] for r in (after or {}).get("reals", [])}
+    return {
+        "reals_added": [x for x in a if x not in b],
+        "reals_removed": [x for x in b if x not in a],
+        "weights_changed": [{"address": x, "before": b[x], "after": a[x]} for x in a if x in b and b[x] != a[x]],
+    }
+
+
+def _ring_size(bal, state, requested):
+    size = None
+    for ring_id in state.ring_ids.values():
+        try:
+            with libbpf.Map.from_id(ring_id) as inner:
+                size = inner.info["max_entries"]
+            break
+        except libbpf.BpfError:
+            continue
+    if requested is not None:
+        requested = vipspec.ring_size(requested)
+        if size is not None and requested != size:
+            _fail("ring_size", requested, "%d does not match the %d slots of the rings already loaded "
+                  "(the size is built into balancer.o: LB_RING_SIZE)" % (requested, size))
+        return requested
+    return size or abi.RING_SIZE
+
+
+class _Allocator:
+    """Real indices for addresses, following the preferences documented in balancer.py."""
+
+    def __init__(self, bal, state, plan, keep):
+        self.bal, self.state, self.plan = bal, state, plan
+        self.never = list(state.never)
+        self.in_use = set(keep)
+        self._conn_refs = None
+
+    def _reusable_tombstone(self, needed):
+        if self._conn_refs is None:
+            values = self.bal.maps[abi.MAP_CONNS].lookup_batch(raw=True)[1]
+            step = self.bal.maps[abi.MAP_CONNS].value_size
+            self._conn_refs = set(array.array("I", values)[0::step // 4]) if values else set()
+        spare = sorted(i for a, i in self.state.tomb.items() if a not in needed and i not in self.in_use)
+        for idx in spare:
+            if idx not in self._conn_refs:
+                return idx
+        if spare:
+            self.plan.warnings.append(
+                "lb_reals is full: reusing index %d although connection-table entries still point at it; "
+                "those connections move to the new real" % spare[0])
+            return spare[0]
+        return None
+
+    def index(self, addr, needed):
+        st = self.state
+        if addr in st.live:
+            idx = st.live[addr]
+        elif addr in st.tomb:
+            idx = st.tomb[addr]
+            self.plan.new_reals[idx] = addr
+        else:
+            idx = self.never.pop(0) if self.never else self._reusable_tombstone(needed)
+            if idx is None:
+                _fail("vips", addr, "no free real index for %s: all %d slots of lb_reals are in use "
+                      "(LB_MAX_REALS - 1)" % (addr, self.bal.max_reals - 1))
+            self.plan.new_reals[idx] = addr
+            self.plan.reset_real_stats.add(idx)
+        self.in_use.add(idx)
+        return idx
+
+
+def plan(bal, state, desired, remove=(), purge=False, ring_size=None, want_diff=False, check_mode=False):
+    """The Plan taking `state` to `desired` (normalised VIPs); `remove`: VIP keys to delete."""
+    p = Plan()
+    size = _ring_size(bal, state, ring_size)
+    cur = state.vips
+    want = {v["key"]: v for v in desired}
+    removed = [k for k in cur if k not in want and (purge or k in remove)]
+    kept = [k for k in cur if k not in want and k not in removed]
+    if len(kept) + len(want) > bal.max_vips:
+        _fail("vips", len(kept) + len(want), "%d VIPs (%d kept from earlier runs) exceed the %d the balancer "
+              "holds (LB_MAX_VIPS)" % (len(kept) + len(want), len(kept), bal.max_vips))
+
+    # Reals: kept VIPs keep their indices, requested ones get theirs.
+    keep_refs = set()
+    for k in kept:
+        keep_refs |= state.referenced(cur[k]["vip_num"])
+    needed = {r["address"] for v in desired for r in v["reals"]}
+    alloc = _Allocator(bal, state, p, keep_refs)
+    index = {a: alloc.index(a, needed) for a in sorted(needed, key=_sort_key)}
+    final_refs = keep_refs | set(index.values())
+    for addr, idx in state.live.items():
+        if idx not in final_refs:
+            p.free_reals[idx] = addr
+
+    # VIP numbers: lowest free first (removals are written first, so theirs are free too).
+    gone = {cur[k]["vip_num"] for k in removed}
+    used = {cur[k]["vip_num"] for k in kept} | {cur[k]["vip_num"] for k in want if k in cur}
+    free = sorted(set(range(bal.max_vips)) - used)
+    nums = {k: (cur[k]["vip_num"] if k in cur else free.pop(0)) for k in want}
+    _check_table(state, removed, desired)
+
+    # Addresses: flags of requested VIPs win, kept VIPs keep theirs.
+    final_addrs = {}
+    for k in kept:
+        a = cur[k]["address"]
+        final_addrs[a] = state.addrs.get(a, 0)
+    for v in desired:
+        final_addrs[v["address"]] = 0 if v["icmp_echo"] else abi.ADDR_F_NO_ECHO
+    for a, flags in final_addrs.items():
+        if state.addrs.get(a) != flags:
+            p.addr_writes[a] = flags
+    p.addr_deletes = [a for a in state.addrs if a not in final_addrs]
+    bits = len(state.filter_words) * 64
+    if set(final_addrs) - set(state.addrs):
+        pre = set(state.addrs) | set(final_addrs)
+        if abi.addr_filter_words(pre, bits) != state.filter_words:
+            p.filter_pre = pre
+    post_from = abi.addr_filter_words(p.filter_pre, bits) if p.filter_pre is not None else state.filter_words
+    if abi.addr_filter_words(final_addrs, bits) != post_from:
+        p.filter_post = set(final_addrs)
+
+    _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mode)
+    for k in removed:
+        v = cur[k]
+        p.removals.append(dict(v))
+        before = state.spec(k)
+        entry = {"key": k, "address": v["address"], "port": v["port"], "protocol": v["protocol"],
+                 "action": "removed", "vip_num": v["vip_num"], "ring_written": False,
+                 "ring_slots_changed": size if v["vip_num"] in state.ring_ids else 0}
+        entry.update(_real_changes(before, None))
+        p.changes.append(entry)
+        p.before[k], p.after[k] = _diff_view(before), None
+    final_nums = set(nums.values()) | {cur[k]["vip_num"] for k in kept}
+    p.orphans = sorted((set(state.ring_ids) | set(state.records)) - final_nums - gone)
+    for num in p.orphans:
+        p.repairs.append("VIP number %d has a ring or record but no VIP (an interrupted run): removed" % num)
+    for a in p.addr_deletes:
+        if not any(cur[k]["address"] == a for k in removed):
+            p.repairs.append("address %s had no VIP left: removed from lb_vip_addrs" % a)
+    _count(p, size)
+    return p
+
+
+def _check_table(state, removed, desired):
+    """Fail before any write when a new VIP would find its probe window in lb_vip_table full."""
+    used = {slot for slot, name in state.table_used.items() if name not in removed}
+    size = state.table_size
+    for v in desired:
+        if v["key"] in state.vips:
+            continue
+        first = abi.vip_slot(abi.vip_key(v["address"], v["port"], v["protocol"]), size)
+        window = [(first + i) % size for i in range(abi.VIP_PROBES)]
+        free = [s for s in window if s not in used]
+        if not free:
+            _fail("vips", v["key"], "%s: its %d slots in lb_vip_table are taken by other VIPs (%s); rebuild "
+                  "balancer.o with a larger LB_VIP_TABLE_SHIFT" % (v["key"], abi.VIP_PROBES,
+                                                                   ", ".join(state.table_used[s] for s in window)))
+        used.add(free[0])
+
+
+def _record(bal, weights):
+    rec = array.array("I", bytes(4 * bal.max_reals))
+    for idx, w in weights.items():
+        rec[idx] = w + 1
+    return rec
+
+
+def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mode):
+    jobs = []
+    for v in desired:
+        k = v["key"]
+        c = state.vips.get(k)
+        num = nums[k]
+        flags = vipspec.flags_value(v["flags"])
+        rec = _record(bal, {index[r["address"]]: r["weight"] for r in v["reals"]})
+        old = state.records.get(num) if c else None
+        same_weights = old is not None and old[4:] == rec.tobytes()[4:]
+        need_ring = c is None or not (same_weights and state.ring_ok(num))
+        meta = flags if c is None or c["flags"] != flags else None
+        addr_changed = v["address"] in p.addr_writes
+        u = {"key": k, "vip": v, "vip_num": num, "new": c is None, "meta": meta, "record": rec,
+             "ring": None, "ring_written": False, "need_ring": need_ring, "write": need_ring or meta is not None}
+        p.upserts.append(u)
+        if need_ring and c is None and check_mode:
+            # A new VIP's ring changes every slot whatever it holds: check mode need not build it.
+            u.update(slots=size, ring_written=True)
+        elif need_ring:
+            reals = [(r["address"], r["weight"]) for r in v["reals"]]
+            jobs.append((u, (reals, [index[r["address"]] for r in v["reals"]], size)))
+        before = state.spec(k) if c is not None and (u["write"] or addr_changed or want_diff) else None
+        u["before"] = before
+        if c is not None and not u["write"] and not addr_changed:
+            u["action"] = "unchanged"
+        else:
+            u["action"] = "added" if c is None else "changed"
+    rings = _fork_map(_ring_job, [job[1] for job in jobs]) if jobs else []
+    for (u, _job), ring in zip(jobs, rings):
+        new = array.array("I", ring)
+        num = u["vip_num"]
+        old = state.ring(num) if not u["new"] and num in state.ring_ids else None
+        if old is not None and len(old) == len(new):
+            u["slots"] = sum(map(operator.ne, old, new))
+        else:
+            u["slots"] = len(new)
+        if old is not None and u["slots"] == 0:
+            # Same ring (e.g. weights scaled together, or a record lost to an interruption):
+            # only the record is rewritten, pointing at the live ring.
+            u["ring_id"] = state.ring_ids[num]
+        else:
+            u["ring"] = new
+            u["ring_written"] = True
+    for u in p.upserts:
+        v, k = u["vip"], u["key"]
+        entry = {"key": k, "address": v["address"], "port": v["port"], "protocol": v["protocol"],
+                 "action": u["action"], "vip_num": u["vip_num"], "ring_written": u["ring_written"],
+                 "ring_slots_changed": u.get("slots", 0) if u["ring_written"] else 0,
+                 "flags_changed": u["meta"] is not None and not u["new"]}
+        entry.update(_real_changes(u["before"], v) if u["action"] != "unchanged"
+                     else {"reals_added": [], "reals_removed": [], "weights_changed": []})
+        p.changes.append(entry)
+        if u["action"] != "unchanged":
+            p.before[k], p.after[k] = _diff_view(u["before"]), _diff_view(v)
+
+
+def _count(p, size):
+    actions = [c["action"] for c in p.changes]
+    p.counts = {
+        "added": actions.count("added"), "changed": actions.count("changed"),
+        "removed": actions.count("removed"), "unchanged": actions.count("unchanged"),
+        "rings_written": sum(1 for u in p.upserts if u["ring_written"]),
+        "ring_slots_changed": sum(c["ring_slots_changed"] for c in p.changes),
+        "reals_allocated": len(p.new_reals), "reals_freed": len(p.free_reals),
+        "ring_size": size,
+    }
+
+
+# ------------------------------------------------------------------ apply
+def apply(bal, p, on_step=None):
+    """Write the plan. on_step(name) runs after each step (tests raise there to interrupt)."""
+    step = on_step or (lambda name: None)
+    m = bal.maps
+    try:
+        ctl = bal.ensure_ctl()
+        for v in p.removals:
+            abi.vip_delete(m[abi.MAP_VIP_TABLE], abi.vip_key(v["address"], v["port"], v["protocol"]))
+            step("unlist %s" % v["key"])
+            abi.ring_remove(m[abi.MAP_RINGS], v["vip_num"])
+            ctl.update(_u32(v["vip_num"]), bytes(ctl.value_size))
+            step("drop ring %s" % v["key"])
+        for idx in sorted(p.new_reals):
+            m[abi.MAP_REALS].update(_u32(idx), bytes(abi.real(p.new_reals[idx])))
+            if idx in p.reset_real_stats:
+                bal.reset_stats(abi.MAP_REAL_STATS, idx)
+        step("reals")
+        if p.filter_pre is not None:
+            abi.addr_filter_sync(m[abi.MAP_ADDR_FILTER], p.filter_pre)
+            step("filter")
+        for addr, flags in p.addr_writes.items():
+            m[abi.MAP_VIP_ADDRS].update(bytes(abi.addr_key(addr)), bytes(abi.LbAddrMeta(flags=flags)))
+        step("addresses")
+        for u in p.upserts:
+            if u["write"]:
+                _write_vip(bal, ctl, u)
+                step("vip %s" % u["key"])
+        for num in p.orphans:
+            abi.ring_remove(m[abi.MAP_RINGS], num)
+            ctl.update(_u32(num), bytes(ctl.value_size))
+        for addr in p.addr_deletes:
+            m[abi.MAP_VIP_ADDRS].delete(bytes(abi.addr_key(addr)))
+        if p.filter_post is not None:
+            abi.addr_filter_sync(m[abi.MAP_ADDR_FILTER], p.filter_post)
+        step("addresses removed")
+        for idx in sorted(p.free_reals):
+            raw = abi.ip_bytes(p.free_reals[idx])[0]
+            m[abi.MAP_REALS].update(_u32(idx), raw + bytes(4))  # family 0, address kept
+        step("reals freed")
+    except libbpf.BpfError as exc:
+        bpf_fail("writing the balancer maps under %s" % bal.pin_root, exc)
+
+
+def _write_vip(bal, ctl, u):
+    m = bal.maps
+    num = u["vip_num"]
+    rec = u["record"]
+    if u["need_ring"]:
+        if u["ring"] is not None:
+            abi.ring_replace(m[abi.MAP_RINGS], num, u["ring"])
+            rec[0] = struct.unpack("=I", m[abi.MAP_RINGS].lookup(_u32(num)))[0]
+        else:
+            rec[0] = u["ring_id"]
+        ctl.update(_u32(num), rec.tobytes())
+    v = u["vip"]
+    if u["new"]:
+        bal.reset_stats(abi.MAP_VIP_STATS, num)
+    if u["meta"] is not None:
+        abi.vip_set(m[abi.MAP_VIP_TABLE], abi.vip_key(v["address"], v["port"], v["protocol"]),
+                    abi.vip_meta(num, u["meta"]))
+
+
+# ------------------------------------------------------------------ entry point
+def ensure(pin_root, vips=(), remove=(), purge=False, ring_size=None, check_mode=False,
+           want_diff=False, on_step=None):
+    """Make the balancer's VIPs match. `vips`: normalised VIPs (vipspec.parse_vips/parse_vip).
+
+    purge=True removes every VIP not listed; `remove` lists VIP keys to delete. Returns
+    Plan.result() (plus 'ring_size'), with 'changed' telling whether anything was (or, in check
+    mode, would be) written.
+    """
+    with Balancer(pin_root) as bal:
+        vipspec.check_limits(list(vips), "vips", bal.max_vips, bal.max_reals)
+        if not check_mode:
+            bal.lock()
+        state = bal.read()
+        try:
+            p = plan(bal, state, list(vips), remove=remove, purge=purge, ring_size=ring_size,
+                     want_diff=want_diff, check_mode=check_mode)
+        except libbpf.BpfError as exc:
+            bpf_fail("planning against the maps under %s" % pin_root, exc)
+        if p.changed and not check_mode:
+            apply(bal, p, on_step)
+        return p.result()

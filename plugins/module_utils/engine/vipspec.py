@@ -1,0 +1,245 @@
+"""Validation of a whole VIP request before anything touches the kernel.
+
+Every error names the field by its path in the request and quotes the value, e.g.
+``vips[3].reals[1].weight: -1 must be >= 0``, so an operator finds the line in a playbook without
+a traceback. parse_vips() checks everything it can without the kernel; the limits that depend on
+what is already loaded (distinct reals across VIPs kept from earlier runs, the object's map sizes)
+are checked by balancer.plan() before its first write.
+
+Normalised VIP (what the engine, the modules and the state file use)::
+
+    {"address": "10.0.0.1", "port": 80, "protocol": "tcp", "flags": ["no_sport"],
+     "icmp_echo": True, "reals": [{"address": "10.1.0.1", "weight": 1}, ...],
+     "key": "10.0.0.1:80/tcp"}
+
+Reals come back sorted by address (IPv4 first), flags sorted by name, addresses in canonical
+form, so two requests meaning the same thing compare equal.
+"""
+import ipaddress
+
+from . import abi
+from . import maglev
+from .errors import EngineError
+
+FLAGS = {
+    "no_sport": abi.VIP_F_NO_SPORT,
+    "no_conn_table": abi.VIP_F_NO_CONN_TABLE,
+    "dport_hash": abi.VIP_F_DPORT_HASH,
+}
+PROTOCOLS = ("tcp", "udp")
+MAX_WEIGHT = 65535
+VIP_FIELDS = ("address", "port", "protocol", "flags", "icmp_echo", "reals")
+REAL_FIELDS = ("address", "weight")
+
+
+def _show(value):
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def fail(path, value, problem):
+    raise EngineError("%s: %s %s" % (path, _show(value), problem), field=path, value=value)
+
+
+def _join(prefix, name):
+    return "%s.%s" % (prefix, name) if prefix else name
+
+
+def address(value, path, cache=None):
+    """A unicast address without prefix or zone, as an ipaddress object.
+
+    `cache` (a dict) remembers addresses already parsed in this request: a real listed under
+    hundreds of VIPs is parsed once, which is most of the validation time of a large request.
+    """
+    if cache is not None and value in cache:
+        return cache[value]
+    if not isinstance(value, str) or not value.strip():
+        fail(path, value, "is not an IP address (expected a string such as 192.0.2.10 or 2001:db8::10)")
+    text = value.strip()
+    if "/" in text or "%" in text:
+        fail(path, value, "must be a bare address, without a prefix length or %zone")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        fail(path, value, "is not a valid IPv4 or IPv6 address")
+    if ip.is_unspecified or ip.is_multicast:
+        fail(path, value, "must be a unicast address")
+    if cache is not None:
+        cache[value] = ip
+    return ip
+
+
+def integer(value, path, lo, hi):
+    if isinstance(value, bool):
+        fail(path, value, "must be an integer, not a boolean")
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        value = int(value)
+    if not isinstance(value, int):
+        fail(path, value, "must be an integer")
+    if value < lo:
+        fail(path, value, "must be >= %d" % lo)
+    if value > hi:
+        fail(path, value, "must be <= %d" % hi)
+    return value
+
+
+def ring_size(value, path="ring_size"):
+    value = integer(value, path, 3, 1 << 24)
+    if not maglev.is_prime(value):
+        fail(path, value, "is not prime (Maglev needs a prime ring size, e.g. 65537)")
+    return value
+
+
+def key_text(addr, port, protocol):
+    """'10.0.0.1:80/tcp', '[2001:db8::1]:443/tcp': how VIPs are named in results and errors."""
+    host = "[%s]" % addr if ":" in str(addr) else str(addr)
+    return "%s:%d/%s" % (host, port, protocol)
+
+
+def _flags(value, path):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        fail(path, value, "must be a list of flag names (%s)" % ", ".join(sorted(FLAGS)))
+    out = set()
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or name.strip().lower() not in FLAGS:
+            fail("%s[%d]" % (path, i), name, "is not a VIP flag (known: %s)" % ", ".join(sorted(FLAGS)))
+        out.add(name.strip().lower())
+    return sorted(out)
+
+
+def _known_keys(value, path, allowed):
+    for k in value:
+        if k not in allowed:
+            fail(_join(path, str(k)), value[k], "is not a known field (expected one of %s)" % ", ".join(allowed))
+
+
+_REAL_KEYS = frozenset(REAL_FIELDS)
+
+
+def _reals(reals_raw, rpath, vip_ip, cache):
+    """[(version, packed, text, weight)] sorted; the loop is the hot path of a large request.
+
+    Lists give items {address, weight} or bare addresses (paths reals[3].address); the compact
+    mapping {address: weight} names items by address (paths reals[10.1.0.1]).
+    """
+    mapping = isinstance(reals_raw, dict)
+    if not mapping and not isinstance(reals_raw, (list, tuple)):
+        fail(rpath, reals_raw, "must be a list of reals (address and weight) or a mapping address: weight")
+    out, seen = [], {}
+    for i, item in (reals_raw.items() if mapping else enumerate(reals_raw)):
+        if mapping:
+            addr, weight = i, item
+        elif type(item) is dict and item.keys() <= _REAL_KEYS:  # pylint: disable=unidiomatic-typecheck  # exact dict: fast path
+            addr, weight = item.get("address"), item.get("weight")
+        elif isinstance(item, str):
+            addr, weight = item, None
+        elif isinstance(item, dict):
+            _known_keys(item, "%s[%d]" % (rpath, i), REAL_FIELDS)
+        else:
+            fail("%s[%d]" % (rpath, i), item, "must be a mapping with address and weight (or an address string)")
+        key = cache.get(("real", addr)) if type(addr) is str else None  # pylint: disable=unidiomatic-typecheck
+        if key is None:
+            ip = address(addr, "%s[%s]" % (rpath, i) if mapping else "%s[%d].address" % (rpath, i), cache)
+            key = cache[("real", addr)] = (ip.version, ip.packed, ip.compressed)
+        if weight is None:
+            weight = 1
+        elif type(weight) is not int or not 0 <= weight <= MAX_WEIGHT:  # pylint: disable=unidiomatic-typecheck  # bool is not a weight
+            weight = integer(weight, "%s[%s]" % (rpath, i) if mapping else "%s[%d].weight" % (rpath, i),
+                             0, MAX_WEIGHT)
+        if vip_ip.version == 6 and key[0] == 4:
+            fail("%s[%s]" % (rpath, i) if mapping else "%s[%d].address" % (rpath, i), key[2],
+                 "is IPv4 but the VIP %s is IPv6: the data plane carries IPv4 in IPv4, IPv4 in IPv6 and "
+                 "IPv6 in IPv6, never IPv6 in IPv4; give this VIP IPv6 reals" % vip_ip)
+        if key in seen:
+            where = "%s[%s]" % (rpath, i) if mapping else "%s[%d].address" % (rpath, i)
+            fail(where, key[2], "is listed twice (also %s[%s]); give each real once" % (rpath, seen[key]))
+        seen[key] = i
+        out.append(key + (weight,))
+    if not any(r[3] for r in out):
+        fail(rpath, [r[3] for r in out] if out else reals_raw,
+             "needs at least one real with weight > 0 (all weights are zero or the list is empty); "
+             "remove the VIP (state: absent) to take it out of service")
+    out.sort()
+    return out
+
+
+def parse_vip(raw, path="", cache=None):
+    """One VIP request (a dict) -> normalised VIP. `path` prefixes field names in errors."""
+    cache = {} if cache is None else cache
+    if not isinstance(raw, dict):
+        fail(path or "vip", raw, "must be a mapping with address, port, protocol and reals")
+    _known_keys(raw, path, VIP_FIELDS)
+    ip = address(raw.get("address"), _join(path, "address"))
+    if raw.get("port") is None:
+        fail(_join(path, "port"), None, "is required (0 means every port of the address)")
+    port = integer(raw.get("port"), _join(path, "port"), 0, 65535)
+    proto = raw.get("protocol")
+    proto = "tcp" if proto is None else proto
+    if not isinstance(proto, str) or proto.strip().lower() not in PROTOCOLS:
+        fail(_join(path, "protocol"), proto, "is not a supported protocol (tcp or udp)")
+    proto = proto.strip().lower()
+    echo = raw.get("icmp_echo")
+    if echo is not None and not isinstance(echo, bool):
+        fail(_join(path, "icmp_echo"), echo, "must be true or false")
+    parsed = _reals(raw.get("reals"), _join(path, "reals"), ip, cache)
+    reals = [{"address": r[2], "weight": r[3]} for r in parsed]
+    return {
+        "address": ip.compressed, "port": port, "protocol": proto,
+        "flags": _flags(raw.get("flags"), _join(path, "flags")),
+        "icmp_echo": True if echo is None else echo,
+        "reals": reals, "key": key_text(ip.compressed, port, proto),
+    }
+
+
+def parse_vips(raw_list, path="vips", max_vips=abi.MAX_VIPS, max_reals=abi.MAX_REALS):
+    """The whole set form: every VIP valid, no duplicates, within the map sizes."""
+    if not isinstance(raw_list, (list, tuple)):
+        fail(path, raw_list, "must be a list of VIPs")
+    vips, seen, echo, cache = [], {}, {}, {}
+    for i, raw in enumerate(raw_list):
+        vpath = "%s[%d]" % (path, i)
+        vip = parse_vip(raw, vpath, cache)
+        if vip["key"] in seen:
+            fail(vpath, vip["key"], "is listed twice (also %s[%d])" % (path, seen[vip["key"]]))
+        seen[vip["key"]] = i
+        if raw.get("icmp_echo") is not None:
+            other = echo.setdefault(vip["address"], (i, vip["icmp_echo"]))
+            if other[1] != vip["icmp_echo"]:
+                fail(_join(vpath, "icmp_echo"), vip["icmp_echo"],
+                     "conflicts with %s[%d].icmp_echo on the same address (echo replies are per address)"
+                     % (path, other[0]))
+        vips.append(vip)
+    # A VIP that leaves icmp_echo unset follows another VIP of its address that sets it.
+    for vip in vips:
+        if vip["address"] in echo:
+            vip["icmp_echo"] = echo[vip["address"]][1]
+    check_limits(vips, path, max_vips, max_reals)
+    return vips
+
+
+def check_limits(vips, path, max_vips, max_reals):
+    if len(vips) > max_vips:
+        fail(path, len(vips), "VIPs exceed the %d the balancer holds (LB_MAX_VIPS)" % max_vips)
+    reals = {r["address"] for v in vips for r in v["reals"]}
+    # Index 0 of lb_reals is never a real: a zeroed ring slot must mean "no backend".
+    if len(reals) > max_reals - 1:
+        fail(path, len(reals), "distinct reals exceed the %d the balancer holds (LB_MAX_REALS - 1)"
+             % (max_reals - 1))
+
+
+def flags_value(names):
+    value = 0
+    for name in names:
+        value |= FLAGS[name]
+    return value
+
+
+def flag_names(value):
+    names = [name for name, bit in FLAGS.items() if value & bit]
+    unknown = value & ~sum(FLAGS.values())
+    if unknown:
+        names.append("0x%x" % unknown)
+    return sorted(names)

@@ -1,0 +1,150 @@
+"""VIP request validation: every error names the field path and the value; no kernel needed."""
+import pytest
+
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+
+
+def vip(**kw):
+    base = {"address": "192.0.2.10", "port": 80, "protocol": "tcp",
+            "reals": [{"address": "10.1.0.1", "weight": 1}, {"address": "10.1.0.2", "weight": 2}]}
+    base.update(kw)
+    return base
+
+
+def error(vips, **kw):
+    with pytest.raises(EngineError) as info:
+        vipspec.parse_vips(vips, **kw)
+    return info.value
+
+
+def test_normalises_a_valid_request():
+    out = vipspec.parse_vips([vip(address=" 2001:DB8::A ", protocol="UDP", flags=["no_sport", "dport_hash"],
+                                  reals=["2001:db8:1::2", {"address": "2001:0db8:1::1", "weight": 5}])])
+    assert out == [{"address": "2001:db8::a", "port": 80, "protocol": "udp", "flags": ["dport_hash", "no_sport"],
+                    "icmp_echo": True, "key": "[2001:db8::a]:80/udp",
+                    "reals": [{"address": "2001:db8:1::1", "weight": 5}, {"address": "2001:db8:1::2", "weight": 1}]}]
+
+
+def test_order_of_reals_and_flags_does_not_matter():
+    a = vipspec.parse_vips([vip(flags=["no_sport", "no_conn_table"])])
+    b = vipspec.parse_vips([vip(flags=["no_conn_table", "no_sport"], reals=list(reversed(vip()["reals"])))])
+    assert a == b
+
+
+def test_ipv4_vip_takes_ipv4_and_ipv6_reals():
+    out = vipspec.parse_vips([vip(reals=["10.1.0.1", "2001:db8:1::1"])])
+    assert [r["address"] for r in out[0]["reals"]] == ["10.1.0.1", "2001:db8:1::1"]
+
+
+def test_weight_example_from_the_brief():
+    bad = [{"address": "10.1.0.1"}, {"address": "10.1.0.2", "weight": -1}]
+    vips = [vip(), vip(port=81), vip(port=82), vip(port=83, reals=bad)]
+    e = error(vips)
+    assert str(e) == "vips[3].reals[1].weight: -1 must be >= 0"
+    assert (e.field, e.value) == ("vips[3].reals[1].weight", -1)
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"address": "10.0.0.300"}, "vips[0].address", "'10.0.0.300' is not a valid"),
+    ({"address": "10.0.0.0/24"}, "vips[0].address", "without a prefix"),
+    ({"address": "0.0.0.0"}, "vips[0].address", "unicast"),
+    ({"address": "ff02::1"}, "vips[0].address", "unicast"),
+    ({"address": None}, "vips[0].address", "None is not an IP address"),
+    ({"port": 65536}, "vips[0].port", "65536 must be <= 65535"),
+    ({"port": -1}, "vips[0].port", "-1 must be >= 0"),
+    ({"port": "http"}, "vips[0].port", "'http' must be an integer"),
+    ({"port": True}, "vips[0].port", "not a boolean"),
+    ({"port": None}, "vips[0].port", "is required"),
+    ({"protocol": "sctp"}, "vips[0].protocol", "'sctp' is not a supported protocol"),
+    ({"flags": ["no_sport", "fast"]}, "vips[0].flags[1]", "'fast' is not a VIP flag"),
+    ({"icmp_echo": "yes"}, "vips[0].icmp_echo", "true or false"),
+    ({"reals": "10.1.0.1"}, "vips[0].reals", "must be a list"),
+    ({"reals": []}, "vips[0].reals", "at least one real with weight > 0"),
+    ({"reals": [{"address": "10.1.0.1", "weight": 0}, {"address": "10.1.0.2", "weight": 0}]},
+     "vips[0].reals", "[0, 0] needs at least one real with weight > 0"),
+    ({"reals": [{"address": "10.1.0.1", "weight": 70000}]}, "vips[0].reals[0].weight", "70000 must be <= 65535"),
+    ({"reals": [{"address": "10.1.0.1", "weight": 1.5}]}, "vips[0].reals[0].weight", "must be an integer"),
+    ({"reals": [{"address": "10.1.0.1"}, {"address": "10.1.0.01"}]}, "vips[0].reals[1].address",
+     "not a valid"),
+    ({"reals": [{"address": "2001:db8::1"}, {"address": "2001:DB8:0::1"}]}, "vips[0].reals[1].address",
+     "'2001:db8::1' is listed twice (also vips[0].reals[0])"),
+    ({"reals": [{"address": "10.1.0.1", "wieght": 2}]}, "vips[0].reals[0].wieght", "not a known field"),
+    ({"prot": "tcp"}, "vips[0].prot", "not a known field"),
+])
+def test_each_error_names_field_and_value(change, field, words):
+    e = error([vip(**change)])
+    assert e.field == field
+    assert str(e).startswith(field + ": ")
+    assert words in str(e)
+
+
+def test_ipv6_vip_with_ipv4_real_is_refused():
+    e = error([vip(address="2001:db8::10", reals=["2001:db8:1::1", "10.1.0.1"])])
+    assert e.field == "vips[0].reals[1].address"
+    assert "'10.1.0.1' is IPv4 but the VIP 2001:db8::10 is IPv6" in str(e)
+
+
+def test_duplicate_vip():
+    e = error([vip(), vip(protocol="udp"), vip(address="192.0.2.010".replace("010", "10"))])
+    assert e.field == "vips[2]" and "listed twice (also vips[0])" in str(e)
+
+
+def test_conflicting_echo_on_one_address():
+    e = error([vip(icmp_echo=True), vip(port=443, icmp_echo=False)])
+    assert e.field == "vips[1].icmp_echo"
+
+
+def test_echo_follows_the_vip_that_sets_it():
+    out = vipspec.parse_vips([vip(port=443), vip(icmp_echo=False)])
+    assert [v["icmp_echo"] for v in out] == [False, False]
+
+
+def test_too_many_vips_and_reals():
+    e = error([vip(port=p) for p in range(4)], max_vips=3)
+    assert e.field == "vips" and "4 VIPs exceed the 3" in str(e)
+    many = [vip(reals=["10.1.%d.%d" % (i // 250, i % 250) for i in range(8)])]
+    e = error(many, max_reals=8)
+    assert "8 distinct reals exceed the 7" in str(e)
+
+
+@pytest.mark.parametrize("size, ok", [(65537, True), (7, True), (65536, False), (1, False), ("x", False)])
+def test_ring_size_must_be_prime(size, ok):
+    if ok:
+        assert vipspec.ring_size(size) == size
+    else:
+        with pytest.raises(EngineError) as info:
+            vipspec.ring_size(size)
+        assert info.value.field == "ring_size"
+
+
+def test_single_vip_paths_have_no_prefix():
+    with pytest.raises(EngineError) as info:
+        vipspec.parse_vip(vip(reals=[{"address": "10.1.0.1", "weight": -3}]))
+    assert str(info.value) == "reals[0].weight: -3 must be >= 0"
+
+
+def test_string_numbers_from_templating_are_accepted():
+    out = vipspec.parse_vips([vip(port="443", reals=[{"address": "10.1.0.1", "weight": "7"}])])
+    assert out[0]["port"] == 443 and out[0]["reals"][0]["weight"] == 7
+
+
+def test_flag_values_round_trip():
+    assert vipspec.flag_names(vipspec.flags_value(["dport_hash", "no_sport"])) == ["dport_hash", "no_sport"]
+    assert vipspec.flag_names(0x80) == ["0x80"]
+
+
+def test_compact_reals_mapping_means_the_same():
+    as_list = vipspec.parse_vips([vip(reals=[{"address": "10.1.0.2", "weight": 3}, "10.1.0.1"])])
+    as_map = vipspec.parse_vips([vip(reals={"10.1.0.1": 1, "10.1.0.2": 3})])
+    assert as_list == as_map
+
+
+@pytest.mark.parametrize("reals, field, words", [
+    ({"10.1.0.1": 1, "10.1.0.2": -1}, "vips[0].reals[10.1.0.2]", "-1 must be >= 0"),
+    ({"10.1.0.x": 1}, "vips[0].reals[10.1.0.x]", "not a valid"),
+    ({"2001:db8::1": 1, "2001:DB8::1": 2}, "vips[0].reals[2001:DB8::1]", "listed twice (also vips[0].reals[2001:db8::1])"),
+])
+def test_compact_form_errors_name_the_real(reals, field, words):
+    e = error([vip(reals=reals)])
+    assert e.field == field and words in str(e), str(e)
