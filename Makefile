@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 SANITY_ROOT := .build/sanity/ansible_collections/xdplb/katran
 
-.PHONY: venv venv312 bpf demo demo-clean test sanity units lint molecule kernel test-newest clean
+.PHONY: venv venv312 bpf demo demo-clean test sanity units lint molecule molecule-fleet kernel test-newest clean
 
 venv:
 	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
@@ -44,7 +44,11 @@ lint: venv
 	python scripts/role_docs.py --check
 
 molecule: bpf
-	molecule test --all
+	molecule test -s default
+
+# Fleet operations (2 balancers, 3 backends): failover, drain, rollout, reboot, distribution.
+molecule-fleet: bpf
+	molecule test -s fleet
 
 kernel: bpf
 	XDPLB_KERNEL_TIER=1 python -m pytest -q tests/kernel

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Per-packet cost of the balancer's paths, measured as DESIGN.md prescribes.
 
 Each path is timed with BPF_PROG_TEST_RUN at repeat=1, one call per packet (repeat>1
@@ -108,8 +107,8 @@ def packets(calls):
 def load_balancer():
     obj = libbpf.BpfObject(os.path.join(BPF_DIR, "balancer.o"), pin_maps=False).load()
     m = {n: obj.map(n) for n in obj.map_names()}
-    m[abi.MAP_CONFIG].update(b"\0" * 4, bytes(abi.config("02:00:00:00:00:01", "02:00:00:00:00:fe",
-                                                          src_v4="10.255.0.1", src_v6="fc00::1")))
+    cfg = abi.config("02:00:00:00:00:01", "02:00:00:00:00:fe", src_v4="10.255.0.1", src_v6="fc00::1")
+    m[abi.MAP_CONFIG].update(b"\0" * 4, bytes(cfg))
     reals = list(range(1, 9))
     for i in reals:
         m[abi.MAP_REALS].update(i.to_bytes(4, sys.byteorder), bytes(abi.real("10.0.0.%d" % i)))

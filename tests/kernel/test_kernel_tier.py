@@ -71,6 +71,7 @@ def vm_run(tmp_path_factory):
         text=True,
         # the guard inside run_in_vm.sh covers boot + run; this one adds the installs
         timeout=vm_timeout + 600,
+        check=False,
     )
     elapsed = time.monotonic() - t0
     (outdir / "run_in_vm.log").write_text(proc.stdout)

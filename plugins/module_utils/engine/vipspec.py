@@ -129,6 +129,8 @@ def _reals(reals_raw, rpath, vip_ip, cache):
     if not mapping and not isinstance(reals_raw, (list, tuple)):
         fail(rpath, reals_raw, "must be a list of reals (address and weight) or a mapping address: weight")
     out, seen = [], {}
+    known = cache.setdefault("reals", {})  # address text -> (version, packed, canonical text)
+    v6_vip = vip_ip.version == 6
     for i, item in (reals_raw.items() if mapping else enumerate(reals_raw)):
         if mapping:
             addr, weight = i, item
@@ -140,16 +142,16 @@ def _reals(reals_raw, rpath, vip_ip, cache):
             _known_keys(item, "%s[%d]" % (rpath, i), REAL_FIELDS)
         else:
             fail("%s[%d]" % (rpath, i), item, "must be a mapping with address and weight (or an address string)")
-        key = cache.get(("real", addr)) if type(addr) is str else None  # pylint: disable=unidiomatic-typecheck
+        key = known.get(addr) if type(addr) is str else None  # pylint: disable=unidiomatic-typecheck
         if key is None:
-            ip = address(addr, "%s[%s]" % (rpath, i) if mapping else "%s[%d].address" % (rpath, i), cache)
-            key = cache[("real", addr)] = (ip.version, ip.packed, ip.compressed)
+            ip = address(addr, "%s[%s]" % (rpath, i) if mapping else "%s[%d].address" % (rpath, i))
+            key = known[addr] = (ip.version, ip.packed, ip.compressed)
         if weight is None:
             weight = 1
         elif type(weight) is not int or not 0 <= weight <= MAX_WEIGHT:  # pylint: disable=unidiomatic-typecheck  # bool is not a weight
             weight = integer(weight, "%s[%s]" % (rpath, i) if mapping else "%s[%d].weight" % (rpath, i),
                              0, MAX_WEIGHT)
-        if vip_ip.version == 6 and key[0] == 4:
+        if v6_vip and key[0] == 4:
             fail("%s[%s]" % (rpath, i) if mapping else "%s[%d].address" % (rpath, i), key[2],
                  "is IPv4 but the VIP %s is IPv6: the data plane carries IPv4 in IPv4, IPv4 in IPv6 and "
                  "IPv6 in IPv6, never IPv6 in IPv4; give this VIP IPv6 reals" % vip_ip)
