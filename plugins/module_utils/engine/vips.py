@@ -209,7 +209,10 @@ def plan(bal, state, desired, remove=(), purge=False, ring_size=None, want_diff=
         keep_refs |= state.referenced(cur[k]["vip_num"])
     needed = {r["address"] for v in desired for r in v["reals"]}
     alloc = _Allocator(bal, state, p, keep_refs)
-    index = {a: alloc.index(a, needed) for a in sorted(needed, key=_sort_key)}
+    # Known addresses first (no choice to make), then new ones in address order, so the same
+    # request gives the same indices.
+    index = {a: alloc.index(a, needed) for a in needed if a in state.live or a in state.tomb}
+    index.update((a, alloc.index(a, needed)) for a in sorted(needed - set(index), key=_sort_key))
     final_refs = keep_refs | set(index.values())
     for addr, idx in state.live.items():
         if idx not in final_refs:
