@@ -1,0 +1,963 @@
+#!/usr/bin/env python
+"""The seed scenario driven by the real backend role and doctor, on a kernel with the ipip module.
+
+Guest side (root, inside the kernel tier's VM; test_kernel_tier.py runs it in the same boot as
+the smoke and the fixture-only seed scenario) on the seed fixture's lab (seed_scenario.py):
+
+    client c0 10.201.1.2 -- lb -- b0 10.201.2.2 backend (VIP 10.201.100.1/32 on lo, tunl0 up)
+
+The lb fixture sends an IPIP-encapsulated SYN client -> VIP to the backend (scapy, raw socket).
+For a real TCP connection the lb also routes the VIP through an `encap ip` route on an `ipip
+external` device, so every client packet to the VIP reaches the backend encapsulated, as it
+would through a balancer.
+
+  1   rp_filter=1 on all and tunl0: the SYN is decapsulated (tunl0 rx +1) and dropped (no SYN-ACK,
+      IPReversePathFilter +1); xdplb.katran.backend_check, one task, names rp_filter on the
+      arrival device (tunl0), critical, with the fix
+  2   on that backend, the backend role (decap auto, must choose the kernel tunnel): the SYN gets
+      a SYN-ACK from the VIP straight to the client, on the role's ipip0; a TCP connection
+      through the tunnel completes; the role's closing backend_check has nothing critical
+  3a  fresh backend with rp_filter=2 on all and tunl0, no address on the tunnel: dropped before,
+      the role (defaults) makes it answer
+  3b  the same start, the role with backend_rp_filter: 2 + backend_tunnel_address: answers, with
+      loose mode kept on ipip0 and the address on it
+  4   the role again with 3b's variables on 3b's backend: changed=0, still answers
+
+How the playbooks run (tests/kernel/playbooks, `-i localhost, -c local`, the JSON callback).
+Under TCG, Ansible inside the guest is far too slow for a role: measured ~18 s of controller
+work per module run on top of the module (a role run is ~70 module runs; 42 of them took 900 s)
+and 30-60 s per module run when each starts its own python (AnsiballZ imports
+ansible.module_utils from a zip, i.e. compiles it every time). So:
+
+* the controller runs on the HOST (``--relay DIR``: this script's host side, run by
+  test_kernel_tier.py or ``seed_role.py --host``), like a real deployment where the controller
+  is another machine. Its ansible_python_interpreter is a small shell client that drops each
+  pipelined module run (the AnsiballZ script, environment, working directory) into DIR, the
+  directory shared with the guest; the remote temp dir is in DIR too, so files the copy action
+  transfers are where the guest's modules look for them;
+* in the guest, this process (ansible.module_utils and pyroute2 imported once) forks for every
+  module run; the child enters the backend's namespaces as `ip netns exec` does (network
+  namespace, a private mount namespace with that namespace's sysfs on /sys) and executes the
+  AnsiballZ script unchanged. The module and the collection's module_utils come from the
+  payload zip; ansible-core's own module_utils from the installed copy of the same version.
+
+``--controller guest`` runs `ip netns exec <backend> ansible-playbook -c local` inside the guest
+instead (same interpreter relay, local directory): the literal form, for a machine with KVM.
+
+Exit status: 0 when every step went as expected, 1 when one did not, 2 when the lab could not be
+built; --json FILE gets every step's evidence. --seed-json/--seed-rc first run the fixture-only
+seed scenario (seed_scenario.main) in this process: one python start and scapy import fewer.
+"""
+import argparse
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+PLAYBOOKS = os.path.join(HERE, "playbooks")
+COLLECTIONS = os.path.join(REPO, ".build", "collections")
+RUN_IN_VM = os.path.join(HERE, "run_in_vm.sh")
+_SYS_PATH = list(sys.path)
+sys.path.insert(0, HERE)
+
+import seed_scenario as fx  # noqa: E402  (the fixture lab: topology, SYN sender, captures)
+
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_SLAVE = 1 << 19
+MNT_DETACH = 2
+LB_TUNNEL = "kseedt0"   # the lb's `ipip external` device for the encap route to the VIP
+PLAYBOOK_TIMEOUT = 900
+MODULE_TIMEOUT = 600
+POLL = 0.05
+
+
+def log(msg):
+    print("[seed-role] " + msg, flush=True)
+
+
+# ================================================================== the relay (both sides)
+#
+# DIR/pb-NNN.req   guest -> host: {"playbook", "extra_vars"}       (written atomically)
+# DIR/pb-NNN.res   host -> guest: {"rc", "seconds", "tasks", "stats", "output_tail"}
+# DIR/pb-NNN.out   the controller's output, kept for debugging
+# DIR/mod/req.X/   one module run: in (the AnsiballZ script), env, cwd, then ready;
+#                  answered with out, err, then rc
+# DIR/remote-tmp/  ANSIBLE_REMOTE_TEMP: the copy action's transfers land here
+
+CLIENT = r"""#!/bin/bash
+# Generated by tests/kernel/seed_role.py: ansible_python_interpreter of the seed role playbooks.
+# Hands a pipelined module run (the AnsiballZ script on stdin) to the warm interpreter in the
+# kernel tier's guest through @DIR@ and prints its answer.
+if [ "$#" -gt 0 ]; then
+    echo "seed_role relay: only pipelined module runs are supported (got arguments: $*)" >&2
+    exit 96
+fi
+d=$(mktemp -d "@DIR@/mod/req.XXXXXX") || exit 97
+cat > "$d/in" && env -0 > "$d/env" && printf '%s' "$PWD" > "$d/cwd" && : > "$d/ready" || exit 97
+for ((i = 0; i < @TICKS@; i++)); do
+    [ -e "$d/rc" ] && break
+    sleep @POLL@
+done
+if [ ! -e "$d/rc" ]; then
+    echo "seed_role relay: no answer from the guest within @TIMEOUT@ s ($d)" >&2
+    exit 99
+fi
+cat "$d/out" 2>/dev/null
+cat "$d/err" >&2 2>/dev/null
+rc=$(cat "$d/rc")
+rm -rf "$d"
+exit "${rc:-98}"
+"""
+
+
+def relay_setup(relay):
+    for sub in ("mod", "remote-tmp"):
+        os.makedirs(os.path.join(relay, sub), exist_ok=True)
+    client = os.path.join(relay, "python")
+    text = (CLIENT.replace("@DIR@", relay).replace("@POLL@", str(POLL))
+            .replace("@TICKS@", str(int(MODULE_TIMEOUT / POLL)))
+            .replace("@TIMEOUT@", str(MODULE_TIMEOUT)))
+    with open(client, "w") as handle:
+        handle.write(text)
+    os.chmod(client, 0o755)
+    return client
+
+
+def write_json_atomic(path, data):
+    with open(path + ".tmp", "w") as handle:
+        json.dump(data, handle, default=str)
+    os.replace(path + ".tmp", path)
+
+
+def ansible_env(relay, collections=COLLECTIONS):
+    bindir = os.path.dirname(sys.executable)
+    home = os.path.join(relay, "ansible-home")
+    os.makedirs(home, exist_ok=True)
+    return dict(
+        os.environ,
+        LANG="C.UTF-8", LC_ALL="C.UTF-8",
+        HOME=home,  # the guest's /root is read-only
+        ANSIBLE_HOME=home,
+        ANSIBLE_LOCAL_TEMP=os.path.join(home, "tmp"),
+        ANSIBLE_REMOTE_TEMP=os.path.join(relay, "remote-tmp"),
+        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+        ANSIBLE_COLLECTIONS_PATH=collections,
+        ANSIBLE_CALLBACK_PLUGINS=os.path.join(REPO, "tests", "callbacks"),
+        ANSIBLE_STDOUT_CALLBACK="xdplb_test_results",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_PIPELINING="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        PATH=bindir + os.pathsep + os.environ.get("PATH", ""),
+    )
+
+
+def ansible_command(client, playbook, vars_file):
+    return [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+            "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=" + client,
+            "-e", "@" + vars_file, os.path.join(PLAYBOOKS, playbook)]
+
+
+def parse_playbook_output(text, rc, seconds):
+    lines = [line for line in text.splitlines() if line.startswith('{"tasks"')]
+    data = json.loads(lines[-1]) if lines else {"tasks": [], "stats": {}}
+    return {"rc": rc, "seconds": round(seconds, 1), "tasks": data["tasks"], "stats": data["stats"],
+            "output_tail": "" if lines and rc == 0 else text[-3000:]}
+
+
+# ================================================================== host side
+
+class HostController:
+    """Runs the playbooks the guest asks for (ansible-playbook on the host, modules in the guest)."""
+
+    # What the collection is made of (galaxy.yml's build_ignore aside): copied once per run.
+    COLLECTION_PARTS = ("galaxy.yml", "meta", "plugins", "roles", "files")
+
+    def __init__(self, relay):
+        self.relay = relay
+        self.client = relay_setup(relay)
+        self.done = set()
+        self.runs = []
+        # A snapshot of the collection for the whole run: the checkout may change meanwhile
+        # (a developer's edit between two role runs is not a non-idempotent role).
+        self.collections = os.path.join(relay, "collections")
+        dest = os.path.join(self.collections, "ansible_collections", "xdplb", "katran")
+        shutil.rmtree(self.collections, ignore_errors=True)
+        os.makedirs(dest)
+        for part in self.COLLECTION_PARTS:
+            src = os.path.join(REPO, part)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(dest, part),
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            elif os.path.exists(src):
+                shutil.copy2(src, dest)
+
+    def poll(self):
+        for name in sorted(os.listdir(self.relay)):
+            if not (name.startswith("pb-") and name.endswith(".req")) or name in self.done:
+                continue
+            self.done.add(name)
+            base = os.path.join(self.relay, name[:-len(".req")])
+            with open(os.path.join(self.relay, name)) as handle:
+                request = json.load(handle)
+            vars_file = base + ".vars.json"
+            with open(vars_file, "w") as handle:
+                json.dump(request["extra_vars"], handle)
+            t0 = time.monotonic()
+            with open(base + ".out", "w+") as out:
+                try:
+                    rc = subprocess.run(ansible_command(self.client, request["playbook"], vars_file),
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        env=ansible_env(self.relay, self.collections), cwd=REPO,
+                                        timeout=PLAYBOOK_TIMEOUT, check=False).returncode
+                except subprocess.TimeoutExpired:
+                    rc = None
+                out.seek(0)
+                result = parse_playbook_output(out.read(), rc, time.monotonic() - t0)
+            self.runs.append({"playbook": request["playbook"], "rc": rc, "seconds": result["seconds"]})
+            write_json_atomic(base + ".res", result)
+
+
+def run_with_controller(guest_args, outdir, env=None, timeout=None, echo=False):
+    """run_in_vm.sh GUEST_ARGS, serving the guest's playbook requests meanwhile.
+
+    Returns {"rc", "output", "seconds", "playbooks"}; the relay directory is OUTDIR/relay.
+    """
+    env = dict(env or os.environ, KTIER_OUTDIR=str(outdir))
+    timeout = timeout or int(env.get("KTIER_TIMEOUT", "600")) + 600
+    controller = HostController(os.path.join(str(outdir), "relay"))
+    lines = []
+    t0 = time.monotonic()
+    proc = subprocess.Popen([RUN_IN_VM] + list(guest_args), cwd=REPO, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def reader():
+        for line in proc.stdout:
+            lines.append(line)
+            if echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        while proc.poll() is None:
+            controller.poll()
+            if time.monotonic() - t0 > timeout:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.2)
+    finally:
+        proc.wait()
+        thread.join(timeout=10)
+    return {"rc": proc.returncode, "output": "".join(lines),
+            "seconds": round(time.monotonic() - t0, 1), "playbooks": controller.runs}
+
+
+# ================================================================== guest side
+
+def enter_netns_like_ip_netns_exec(name):
+    """What `ip netns exec NAME` does before exec: the netns, and a private mount namespace
+    with that namespace's sysfs on /sys (so /sys/class/net and facts show its devices)."""
+    libc = fx._libc
+    fd = os.open("/run/netns/" + name, os.O_RDONLY)
+    try:
+        fx._setns(fd)
+    finally:
+        os.close(fd)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(fx.ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    if libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None) != 0:
+        raise OSError(fx.ctypes.get_errno(), "mount --make-rslave /")
+    libc.umount2(b"/sys", MNT_DETACH)
+    if libc.mount(name.encode(), b"/sys", b"sysfs", 0, None) != 0:
+        raise OSError(fx.ctypes.get_errno(), "mount sysfs on /sys")
+
+
+class WarmModules:
+    """A zygote process with what module runs import already imported; it forks once per module
+    run dropped into RELAY/mod while the driver has named the namespace to run it in.
+
+    The zygote is forked before scapy and the lab exist (a smaller process forks faster) and
+    freezes its objects out of the garbage collector, so a child's collections do not touch
+    (and copy-on-write) the whole inherited heap - both matter a lot under TCG.
+    """
+
+    def __init__(self, relay, workdir):
+        self.mod_dir = os.path.join(relay, "mod")
+        self.netns_file = os.path.join(workdir, "zygote-netns")
+        self.runs_file = os.path.join(workdir, "zygote-runs.jsonl")
+        self.children = {}
+        self.taken = set()
+        t0 = time.monotonic()
+        # What module runs import (from the installed ansible-core, byte-compiled), once.
+        import ansible.module_utils.basic  # noqa: F401
+        import ansible.module_utils._internal._ansiballz._loader  # noqa: F401
+        import ansible.module_utils.facts.ansible_collector  # noqa: F401  (setup)
+        import ansible.module_utils.facts.default_collectors  # noqa: F401
+        import ansible.modules  # noqa: F401
+        import pyroute2  # noqa: F401
+        import pyroute2.iproute  # noqa: F401
+        import zipfile  # noqa: F401
+        self.preload_seconds = round(time.monotonic() - t0, 1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
+            self._zygote()  # never returns
+
+    # -- the driver's side
+    def serve(self, netns, until, timeout):
+        """Let the zygote answer module runs in NETNS until until() is true."""
+        with open(self.netns_file + ".tmp", "w") as handle:
+            handle.write(netns)
+        os.replace(self.netns_file + ".tmp", self.netns_file)
+        deadline = time.monotonic() + timeout
+        try:
+            while not until():
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.2)
+            return True
+        finally:
+            os.unlink(self.netns_file)
+
+    @property
+    def runs(self):
+        try:
+            with open(self.runs_file) as handle:
+                return [json.loads(line) for line in handle if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def stop(self):
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+    # -- the zygote
+    def _zygote(self):
+        try:
+            import gc
+            gc.collect()
+            gc.freeze()
+            signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+            parent = os.getppid()
+            while os.getppid() == parent:
+                try:
+                    with open(self.netns_file) as handle:
+                        netns = handle.read().strip()
+                except FileNotFoundError:
+                    netns = None
+                if netns:
+                    self._take(netns)
+                self._reap()
+                time.sleep(POLL if netns or self.children else 0.2)
+        except BaseException:  # noqa: B036
+            traceback.print_exc()
+        finally:
+            os._exit(0)
+
+    def _take(self, netns):
+        try:
+            names = os.listdir(self.mod_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            reqdir = os.path.join(self.mod_dir, name)
+            if name in self.taken or not os.path.exists(os.path.join(reqdir, "ready")):
+                continue
+            self.taken.add(name)
+            self._spawn(reqdir, netns)
+
+    def _spawn(self, reqdir, netns):
+        t_req = time.monotonic()
+        with open(os.path.join(reqdir, "in"), "rb") as handle:
+            source = handle.read()
+        with open(os.path.join(reqdir, "env"), "rb") as handle:
+            env = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
+        with open(os.path.join(reqdir, "cwd")) as handle:
+            cwd = handle.read()
+        match = re.search(rb"\nmodule_fqn=['\"]([\w.]+)['\"]", source)
+        module = match.group(1).decode().rsplit(".", 1)[-1] if match else "?"
+        # The payload (a base64 literal of ~170 kB) is handed to the script as a ready string
+        # instead of being compiled: same value, a second less per module run under TCG.
+        payload = None
+        match = re.search(rb"\nzip_data=('[A-Za-z0-9+/=]*'),\n", source)
+        if match:
+            payload = match.group(1)[1:-1].decode("ascii")
+            source = source[:match.start(1)] + b"__kseed_zip_data" + source[match.end(1):]
+        t_fork = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            self._child(reqdir, source, payload, env, cwd, netns, t_fork)  # never returns
+        self.children[pid] = (reqdir, module, t_req, t_fork)
+
+    @staticmethod
+    def _child(reqdir, source, payload, env, cwd, netns, t_fork):
+        code = 1
+        phases = {"fork": round(time.monotonic() - t_fork, 3)}
+        try:
+            t0 = time.monotonic()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            atexit._clear()  # the driver's exit handlers are not the module's
+            out = os.open(os.path.join(reqdir, "out"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            err = os.open(os.path.join(reqdir, "err"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            null = os.open(os.devnull, os.O_RDONLY)
+            for src, dst in ((null, 0), (out, 1), (err, 2)):
+                os.dup2(src, dst)
+                os.close(src)
+            enter_netns_like_ip_netns_exec(netns)
+            try:
+                os.chdir(cwd or "/")
+            except OSError:
+                os.chdir("/")
+            os.environ.clear()
+            os.environ.update({k.decode(): v.decode() for k, v in env.items()})
+            sys.path[:] = _SYS_PATH
+            sys.argv = [""]
+            main = types.ModuleType("__main__")
+            main.__dict__["__builtins__"] = __builtins__
+            main.__dict__["__kseed_zip_data"] = payload
+            sys.modules["__main__"] = main
+            phases["setup"] = round(time.monotonic() - t0, 3)
+            t0 = time.monotonic()
+            code_obj = compile(source, "<stdin>", "exec")
+            phases["compile"] = round(time.monotonic() - t0, 3)
+            t0 = time.monotonic()
+            try:
+                exec(code_obj, main.__dict__)
+                code = 0
+            except SystemExit as exc:
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:
+                    sys.stderr.write("%s\n" % exc.code)
+                    code = 1
+            atexit._run_exitfuncs()
+            phases["run"] = round(time.monotonic() - t0, 3)
+        except BaseException:  # noqa: B036 - report anything, then leave without unwinding
+            traceback.print_exc()
+            code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                with open(os.path.join(reqdir, "phases"), "w") as handle:
+                    json.dump(phases, handle)
+            finally:
+                os._exit(code)
+
+    def _reap(self):
+        for pid in list(self.children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if not done:
+                continue
+            reqdir, module, t_req, t_fork = self.children.pop(pid)
+            rc = os.waitstatus_to_exitcode(status)
+            rc = 128 - rc if rc < 0 else rc
+            record = {"module": module, "seconds": round(time.monotonic() - t_req, 2), "rc": rc,
+                      "read": round(t_fork - t_req, 3)}
+            try:
+                with open(os.path.join(reqdir, "phases")) as handle:
+                    record.update(json.load(handle))
+            except (OSError, ValueError):
+                pass
+            try:
+                with open(os.path.join(reqdir, "rc.tmp"), "w") as handle:
+                    handle.write("%d\n" % rc)
+                os.replace(os.path.join(reqdir, "rc.tmp"), os.path.join(reqdir, "rc"))
+            except OSError:
+                pass  # the client is gone (killed): nobody to answer
+            with open(self.runs_file, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+class Playbooks:
+    """Runs a playbook on the backend: via the host controller (relay) or inside the guest."""
+
+    def __init__(self, warm, relay, controller):
+        self.warm = warm
+        self.relay = relay
+        self.controller = controller
+        self.client = relay_setup(relay) if controller == "guest" else None
+        self.count = 0
+        self.runs = []
+
+    def run(self, playbook, netns, extra_vars):
+        self.count += 1
+        base = os.path.join(self.relay, "pb-%03d" % self.count)
+        modules_before = len(self.warm.runs)
+        t0 = time.monotonic()
+        if self.controller == "host":
+            write_json_atomic(base + ".req", {"playbook": playbook, "extra_vars": extra_vars})
+            answered = self.warm.serve(netns, lambda: os.path.exists(base + ".res"),
+                                       PLAYBOOK_TIMEOUT + 60)
+            if answered:
+                with open(base + ".res") as handle:
+                    result = json.load(handle)
+            else:
+                result = parse_playbook_output("no answer from the host controller within %d s "
+                                               "(is the host side running? see --host)"
+                                               % (PLAYBOOK_TIMEOUT + 60), None, 0)
+        else:
+            vars_file = base + ".vars.json"
+            with open(vars_file, "w") as handle:
+                json.dump(extra_vars, handle)
+            with open(base + ".out", "w+") as out:
+                proc = subprocess.Popen(["ip", "netns", "exec", netns]
+                                        + ansible_command(self.client, playbook, vars_file),
+                                        stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, env=ansible_env(self.relay))
+                if not self.warm.serve(netns, lambda: proc.poll() is not None, PLAYBOOK_TIMEOUT):
+                    proc.kill()
+                proc.wait()
+                out.seek(0)
+                result = parse_playbook_output(out.read(), proc.returncode, time.monotonic() - t0)
+        modules = self.warm.runs[modules_before:]
+        summary = {"playbook": playbook, "rc": result["rc"],
+                   "seconds": round(time.monotonic() - t0, 1),
+                   "module_runs": len(modules),
+                   "module_seconds": round(sum(m["seconds"] for m in modules), 1),
+                   "slowest_modules": sorted(modules, key=lambda m: -m["seconds"])[:3]}
+        self.runs.append(summary)
+        log("%s on %s: exit %s in %.1f s, %d module runs (%.1f s in modules)"
+            % (playbook, netns, result["rc"], summary["seconds"], len(modules),
+               summary["module_seconds"]))
+        result.update(module_runs=len(modules), wall_seconds=summary["seconds"])
+        return result
+
+
+def task_result(run, name):
+    """The last result of task NAME (role tasks are reported as "ROLE : NAME")."""
+    found = [t for t in run["tasks"] if t["task"] == name or t["task"].endswith(" : " + name)]
+    return found[-1] if found else None
+
+
+def changed_total(run):
+    return sum(s.get("changed", 0) for s in run["stats"].values())
+
+
+def compact_findings(result):
+    return [{k: f.get(k) for k in ("check", "severity", "device", "vip", "message", "fix")}
+            for f in (result or {}).get("findings", [])]
+
+
+# ------------------------------------------------------------------ the lab
+
+class RoleLab:
+    """The seed fixture's lab, built fresh where a step says so, plus an encap route on the lb."""
+
+    def __init__(self, positive_timeout, negative_timeout):
+        self.lab = None
+        self.positive_timeout = positive_timeout
+        self.negative_timeout = negative_timeout
+        self.next_port = 41000
+
+    def fresh(self, all_rpf, tunl0_rpf):
+        self.close()
+        self.lab = fx.Lab()
+        self.lab.next_port = self.next_port
+        self.lab.build()
+        # Real TCP through the tunnel: the lb encapsulates everything to the VIP, as a balancer.
+        fx.ip_batch(fx.NS_LB, [
+            "link add name %s type ipip external" % LB_TUNNEL,
+            "link set %s up" % LB_TUNNEL,
+            "route replace %s/32 encap ip dst %s dev %s" % (fx.VIP, fx.BACKEND, LB_TUNNEL),
+        ])
+        self.lab.configure("tunl0", all_rpf, tunl0_rpf, False, False)
+
+    def close(self):
+        if self.lab is None:
+            return
+        self.next_port = self.lab.next_port
+        for sock in (self.lab.client_sock, self.lab.backend_sock, self.lab.send_sock,
+                     self.lab.listener):
+            if sock is not None:
+                sock.close()
+        self.lab.destroy()
+        self.lab = None
+
+    def arrival_device(self):
+        """The backend's `ipip external` device if one is up, else tunl0 (what the kernel uses)."""
+        proc = fx.run(["ip", "-n", fx.NS_BACKEND, "-d", "-j", "link", "show", "type", "ipip"])
+        for link in json.loads(proc.stdout or "[]"):
+            data = link.get("linkinfo", {}).get("info_data", {})
+            if data.get("external") and "UP" in link.get("flags", []):
+                return link["ifname"]
+        return "tunl0"
+
+    def probe(self, expect_synack):
+        """One encapsulated SYN from the lb fixture; what the kernel did with it."""
+        lab = self.lab
+        dev = self.arrival_device()
+        lab.next_port += 1
+        sport = lab.next_port
+        rx0 = fx.link_rx(fx.NS_BACKEND, dev)
+        n0 = fx.netstat_counters(fx.NS_BACKEND)
+        fx.drain(lab.client_sock)
+        fx.drain(lab.backend_sock)
+        lab.send_syn(sport)
+        seen = lab.watch(sport, self.positive_timeout if expect_synack else self.negative_timeout)
+        rx1 = fx.link_rx(fx.NS_BACKEND, dev)
+        n1 = fx.netstat_counters(fx.NS_BACKEND)
+        return {
+            "decap_dev": dev,
+            "tunnel_rx_delta": rx1 - rx0,
+            "rpfilter_drops_delta": n1.get("TcpExt.IPReversePathFilter", 0)
+            - n0.get("TcpExt.IPReversePathFilter", 0),
+            "synack_left_backend": seen["backend"] is not None,
+            "synack_at_client": seen["client"] is not None,
+            "synack_src": seen["client"] or seen["backend"],
+        }
+
+    def tcp_connection(self):
+        """client -> VIP:80 through the lb's encap route; the backend accepts and echoes."""
+        result = {"connected": False, "echo": None, "peer_seen_by_backend": None, "error": None}
+        with fx.netns(fx.NS_CLIENT):
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.settimeout(self.positive_timeout)
+        self.lab.listener.settimeout(self.positive_timeout)
+        conn = None
+        try:
+            client.connect((fx.VIP, fx.VIP_PORT))
+            result["connected"] = True
+            conn, peer = self.lab.listener.accept()
+            conn.settimeout(self.positive_timeout)
+            result["peer_seen_by_backend"] = peer[0]
+            client.sendall(b"ping")
+            conn.sendall(conn.recv(16) + b"/pong")
+            result["echo"] = client.recv(64).decode(errors="replace")
+        except OSError as exc:
+            result["error"] = "%s: %s" % (type(exc).__name__, exc)
+        finally:
+            client.close()
+            if conn is not None:
+                conn.close()
+        return result
+
+    def effective_rp_filter(self, dev):
+        try:
+            return max(int(fx.sysctl_get(fx.NS_BACKEND, "net.ipv4.conf.all.rp_filter")),
+                       int(fx.sysctl_get(fx.NS_BACKEND, "net.ipv4.conf.%s.rp_filter" % dev)))
+        except OSError:
+            return None
+
+    def tunnels(self):
+        proc = fx.run(["ip", "-n", fx.NS_BACKEND, "-d", "-j", "addr", "show"])
+        out = {}
+        for link in json.loads(proc.stdout or "[]"):
+            kind = link.get("linkinfo", {}).get("info_kind")
+            if kind in ("ipip", "ip6tnl"):
+                out[link["ifname"]] = {
+                    "kind": kind,
+                    "external": bool(link["linkinfo"].get("info_data", {}).get("external")),
+                    "up": "UP" in link.get("flags", []),
+                    "addresses": ["%s/%s" % (a["local"], a["prefixlen"])
+                                  for a in link.get("addr_info", [])
+                                  if a.get("scope") == "global"],
+                }
+        return out
+
+
+# ------------------------------------------------------------------ steps
+
+TUNNEL_ADDRESS = fx.TUNNEL_ADDR + "/32"
+LOOSE = {"backend_rp_filter": 2, "backend_tunnel_address": TUNNEL_ADDRESS}
+
+
+def expect(problems, condition, message):
+    if not condition:
+        problems.append(message)
+
+
+def check_probe(problems, probe, want_synack, label):
+    expect(problems, probe["tunnel_rx_delta"] >= 1,
+           "%s: the encapsulated SYN was not decapsulated (%s rx +%d)"
+           % (label, probe["decap_dev"], probe["tunnel_rx_delta"]))
+    if want_synack:
+        expect(problems, probe["synack_at_client"] and probe["synack_left_backend"],
+               "%s: no SYN-ACK reached the client (left the backend: %s)"
+               % (label, probe["synack_left_backend"]))
+        expect(problems, probe["synack_src"] == fx.VIP,
+               "%s: SYN-ACK source %s, not the VIP %s" % (label, probe["synack_src"], fx.VIP))
+        expect(problems, probe["rpfilter_drops_delta"] == 0,
+               "%s: IPReversePathFilter +%d" % (label, probe["rpfilter_drops_delta"]))
+    else:
+        expect(problems, not probe["synack_left_backend"] and not probe["synack_at_client"],
+               "%s: a SYN-ACK left the backend (src %s)" % (label, probe["synack_src"]))
+        expect(problems, probe["rpfilter_drops_delta"] >= 1,
+               "%s: IPReversePathFilter did not count the drop" % label)
+
+
+def summarize_role_run(run):
+    final = task_result(run, "Check the result")
+    decide = task_result(run, "Decide how to decapsulate")
+    return {
+        "rc": run["rc"],
+        "seconds": run["wall_seconds"],
+        "module_runs": run["module_runs"],
+        "decap": ((decide or {}).get("result", {}).get("ansible_facts") or {}).get("backend_decap"),
+        "changed": changed_total(run),
+        "stats": run["stats"],
+        "changed_tasks": sorted({t["task"] for t in run["tasks"] if t["result"].get("changed")}),
+        "failed_tasks": [{"task": t["task"], "msg": t["result"].get("msg")}
+                         for t in run["tasks"] if t["status"] == "failed"],
+        "final_check": None if final is None else {
+            "task_status": final["status"], "status": final["result"].get("status"),
+            "findings": compact_findings(final["result"])},
+        "output_tail": run["output_tail"],
+    }
+
+
+def run_role(playbooks, state_dir, extra, problems):
+    run = playbooks.run("backend_role.yml", fx.NS_BACKEND,
+                        dict(extra, kseed_vips=[fx.VIP], kseed_state=state_dir))
+    role = summarize_role_run(run)
+    expect(problems, run["rc"] == 0, "the backend role failed (exit %s): %s"
+           % (run["rc"], role["failed_tasks"] or run["output_tail"]))
+    expect(problems, role["decap"] == "kernel",
+           "decap mode auto chose %r, not 'kernel'" % role["decap"])
+    final = role["final_check"]
+    critical = [f for f in (final or {}).get("findings", []) if f["severity"] == "critical"]
+    expect(problems, final is not None and final["task_status"] == "ok",
+           "the role's closing backend_check did not pass: %s" % final)
+    expect(problems, not critical, "critical findings after the role: %s" % critical)
+    return role
+
+
+def after_role(lab, problems, want_rp):
+    probe = lab.probe(True)
+    check_probe(problems, probe, True, "after the role")
+    expect(problems, probe["decap_dev"] == "ipip0",
+           "after the role: packets arrive on %s, not on the role's ipip0" % probe["decap_dev"])
+    tcp = lab.tcp_connection()
+    expect(problems, tcp["connected"] and tcp["echo"] == "ping/pong",
+           "TCP connection through the tunnel: %s" % tcp)
+    eff = {dev: lab.effective_rp_filter(dev) for dev in ("ipip0", "tunl0", "b0")}
+    expect(problems, eff["ipip0"] == want_rp,
+           "effective rp_filter on ipip0 is %s, not %s" % (eff["ipip0"], want_rp))
+    return {"probe": probe, "tcp": tcp, "effective_rp_filter": eff, "tunnels": lab.tunnels()}
+
+
+def step1(playbooks, lab, workdir):
+    problems = []
+    lab.fresh(all_rpf=1, tunl0_rpf=1)
+    probe = lab.probe(False)
+    check_probe(problems, probe, False, "before")
+    run = playbooks.run("backend_check.yml", fx.NS_BACKEND, {"kseed_vips": [fx.VIP]})
+    check = task_result(run, "Check")
+    result = (check or {}).get("result", {})
+    findings = compact_findings(result)
+    expect(problems, run["rc"] == 0 and check is not None and check["status"] == "ok",
+           "backend_check did not run (exit %s): %s" % (run["rc"], run["output_tail"]))
+    rp = [f for f in findings if f["check"] == "rp_filter" and f["severity"] == "critical"]
+    expect(problems, [f["device"] for f in rp] == [probe["decap_dev"]],
+           "backend_check: critical rp_filter findings %s, expected one naming %s"
+           % (rp, probe["decap_dev"]))
+    expect(problems, all(f["fix"] and "rp_filter=0" in f["fix"] for f in rp),
+           "backend_check: the rp_filter finding has no fix: %s" % rp)
+    expect(problems, result.get("status") == "critical",
+           "backend_check status %r, not 'critical'" % result.get("status"))
+    return {"probe": probe, "check_status": result.get("status"), "findings": findings,
+            "kernel_tunnels": result.get("kernel_tunnels"), "seconds": run["wall_seconds"],
+            "module_runs": run["module_runs"], "problems": problems}
+
+
+def step_role(playbooks, lab, workdir, name, all_rpf, extra, want_rp, keep_lab=False):
+    problems = []
+    before = None
+    if not keep_lab:
+        lab.fresh(all_rpf=all_rpf, tunl0_rpf=all_rpf)
+        before = lab.probe(False)
+        check_probe(problems, before, False, "before the role")
+    role = run_role(playbooks, os.path.join(workdir, "state-" + name), extra, problems)
+    after = after_role(lab, problems, want_rp)
+    if want_rp == 2:
+        addr = (after["tunnels"].get("ipip0") or {}).get("addresses", [])
+        expect(problems, addr == [extra["backend_tunnel_address"]],
+               "ipip0 addresses %s, expected [%s]" % (addr, extra["backend_tunnel_address"]))
+    # net_conf must not weaken the devices the role did not name (b0 had all's value)
+    expect(problems, after["effective_rp_filter"]["b0"] == all_rpf,
+           "effective rp_filter on b0 went from %d to %s"
+           % (all_rpf, after["effective_rp_filter"]["b0"]))
+    return {"before": before, "role": role, "after": after, "problems": problems}
+
+
+def step_idempotence(playbooks, lab, workdir, name, extra):
+    problems = []
+    run = playbooks.run("backend_role.yml", fx.NS_BACKEND,
+                        dict(extra, kseed_vips=[fx.VIP],
+                             kseed_state=os.path.join(workdir, "state-" + name)))
+    role = summarize_role_run(run)
+    expect(problems, run["rc"] == 0, "second role run failed (exit %s): %s"
+           % (run["rc"], role["failed_tasks"] or run["output_tail"]))
+    expect(problems, role["changed"] == 0,
+           "second role run: changed=%d (%s)" % (role["changed"], role["changed_tasks"]))
+    probe = lab.probe(True)
+    check_probe(problems, probe, True, "after the second run")
+    return {"role": role, "probe": probe, "problems": problems}
+
+
+STEPS = ("1", "2", "3a", "3b", "4")
+
+
+def guest_main(args):
+    steps = [s.strip() for s in args.steps.split(",") if s.strip() and s.strip() != "none"]
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        log("unknown steps %s (known: %s)" % (sorted(unknown), ", ".join(STEPS)))
+        return 2
+    t_start = time.monotonic()
+    timings = {}
+    if os.geteuid() != 0:
+        log("must run as root")
+        return 2
+    workdir = tempfile.mkdtemp(prefix="kseed-role.")
+    controller = "guest" if args.controller == "guest" or not args.relay else "host"
+    relay = args.relay if controller == "host" else os.path.join(workdir, "relay")
+    os.makedirs(os.path.join(relay, "mod"), exist_ok=True)
+    record = {"kernel": os.uname().release, "controller": controller, "steps": {},
+              "timings": timings, "playbooks": [], "module_runs": []}
+    # The zygote first: before the seed scenario imports scapy into this process.
+    warm = WarmModules(relay, workdir) if steps else None
+    if warm:
+        timings["warm_preload"] = warm.preload_seconds
+        log("controller on the %s; module zygote ready in %.1f s"
+            % (controller, warm.preload_seconds))
+    if args.seed_json or args.seed_rc:
+        t0 = time.monotonic()
+        try:
+            seed_rc = fx.main(["--json", args.seed_json] if args.seed_json else [])
+        except Exception:  # noqa: BLE001 - recorded as the seed's own failure
+            traceback.print_exc()
+            seed_rc = 3
+        if args.seed_rc:
+            with open(args.seed_rc, "w") as handle:
+                handle.write("%d\n" % seed_rc)
+        timings["seed_scenario"] = round(time.monotonic() - t0, 1)
+        sys.stdout.flush()
+    if not steps:
+        shutil.rmtree(workdir, ignore_errors=True)
+        log("no role steps requested")
+        return 0
+    if fx._HOME_NS_FD is None:
+        fx._HOME_NS_FD = os.open("/proc/self/ns/net", os.O_RDONLY)
+
+    lab = RoleLab(args.positive_timeout, args.negative_timeout)
+    status = 0
+    playbooks = None
+    try:
+        t0 = time.monotonic()
+        from scapy.layers.inet import IP  # noqa: F401  (pay the import before the first probe)
+        timings["scapy_import"] = round(time.monotonic() - t0, 1)
+        playbooks = Playbooks(warm, relay, controller)
+        plan = {
+            "1": lambda: step1(playbooks, lab, workdir),
+            # step 2 starts where step 1 left the backend (rp_filter=1, shown to drop)
+            "2": lambda: step_role(playbooks, lab, workdir, "2", 1, {}, 0,
+                                   keep_lab="1" in steps and "1" in record["steps"]),
+            "3a": lambda: step_role(playbooks, lab, workdir, "3a", 2, {}, 0),
+            "3b": lambda: step_role(playbooks, lab, workdir, "3b", 2, LOOSE, 2),
+            "4": lambda: step_idempotence(playbooks, lab, workdir, "3b", LOOSE),
+        }
+        for step in STEPS:
+            if step not in steps:
+                continue
+            if step == "4" and "3b" not in record["steps"]:
+                log("step 4 runs on step 3b's backend: skipped without 3b")
+                continue
+            t0 = time.monotonic()
+            log("step %s" % step)
+            try:
+                record["steps"][step] = plan[step]()
+            except fx.Fatal as exc:
+                record["steps"][step] = {"problems": ["lab: %s" % exc], "fatal": True}
+            timings["step " + step] = round(time.monotonic() - t0, 1)
+            problems = record["steps"][step]["problems"]
+            log("step %s: %s (%.1f s)" % (step, "OK" if not problems else
+                                          "FAILED: " + "; ".join(problems),
+                                          timings["step " + step]))
+            if problems:
+                status = 1
+    except fx.Fatal as exc:
+        log("cannot build the lab: %s" % exc)
+        record["fatal"] = str(exc)
+        status = 2
+    finally:
+        warm.stop()
+        record["module_runs"] = warm.runs
+        if playbooks is not None:
+            record["playbooks"] = playbooks.runs
+        if not args.keep:
+            lab.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+        timings["total"] = round(time.monotonic() - t_start, 1)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(record, handle, indent=2, default=str)
+    log("timings: %s" % json.dumps(timings))
+    return status
+
+
+def host_main(args, rest):
+    """Boot the VM, run the guest side there and the controller here."""
+    outdir = args.outdir or tempfile.mkdtemp(prefix="kseed-role-host.")
+    os.makedirs(outdir, exist_ok=True)
+    guest = ["python", "tests/kernel/seed_role.py", "--relay", os.path.join(outdir, "relay"),
+             "--json", os.path.join(outdir, "role.json"), "--steps", args.steps,
+             "--positive-timeout", str(args.positive_timeout),
+             "--negative-timeout", str(args.negative_timeout)] + (["--keep"] if args.keep else []) + rest
+    run = run_with_controller(guest, outdir, echo=True)
+    print("[seed-role host] run_in_vm.sh exit %s after %.0f s; playbooks: %s; evidence in %s"
+          % (run["rc"], run["seconds"], json.dumps(run["playbooks"]), outdir))
+    return run["rc"]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    ap.add_argument("--host", action="store_true",
+                    help="host side: boot the kernel tier VM, run this script there (remaining "
+                         "arguments go to it) and the Ansible controller here")
+    ap.add_argument("--outdir", help="with --host: directory shared with the guest (kept)")
+    ap.add_argument("--relay", help="guest side: the relay directory the host controller serves")
+    ap.add_argument("--controller", choices=["host", "guest"], default="host",
+                    help="guest: ansible-playbook inside the guest (very slow under TCG)")
+    ap.add_argument("--json", help="write the steps' evidence to this file")
+    ap.add_argument("--steps", default=",".join(STEPS),
+                    help="comma-separated (%s), default all; 'none': only --seed-json"
+                    % ", ".join(STEPS))
+    ap.add_argument("--seed-json", help="first run the fixture-only seed scenario, rows here")
+    ap.add_argument("--seed-rc", help="... and its exit status here")
+    ap.add_argument("--positive-timeout", type=float, default=10.0)
+    ap.add_argument("--negative-timeout", type=float, default=3.0)
+    ap.add_argument("--keep", action="store_true", help="leave the lab and the work dir")
+    args, rest = ap.parse_known_args(argv)
+    if args.host:
+        return host_main(args, rest)
+    if rest:
+        ap.error("unrecognized arguments: %s" % " ".join(rest))
+    return guest_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
