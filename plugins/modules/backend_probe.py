@@ -83,11 +83,9 @@ sport:
   type: int
 """
 
-import ipaddress
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import probe
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import probe, validate
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 
@@ -104,16 +102,11 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    for field in ("backend", "vip", "client"):
-        if params[field] is None:
-            continue
-        try:
-            ipaddress.ip_address(params[field])
-        except ValueError:
-            module.fail_json(msg=f"{field}: '{params[field]}' is not an IP address", field=field)
-    if not 1 <= params["port"] <= 65535:
-        module.fail_json(msg=f"port: {params['port']} is not a port number (1-65535)", field="port")
     try:
+        for field in ("backend", "vip", "client"):
+            if params[field] is not None:
+                validate.ip_address(params[field], field)
+        validate.integer(params["port"], "port", 1, 65535)
         result = probe.encapsulated_syn(params["backend"], params["vip"], params["port"], params["client"],
                                         params["timeout"])
     except EngineError as exc:

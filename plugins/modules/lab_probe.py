@@ -83,11 +83,10 @@ answers:
   elements: dict
 """
 
-import ipaddress
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import labtraffic
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import labtraffic, validate
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 
 def main():
@@ -104,13 +103,11 @@ def main():
     )
     params = module.params
     try:
-        ipaddress.ip_address(params["address"])
-    except ValueError:
-        module.fail_json(msg=f"address: '{params['address']}' is not an IP address", field="address")
-    if not 1 <= params["port"] <= 65535:
-        module.fail_json(msg=f"port: {params['port']} is not a port number (1-65535)", field="port")
-    if not 1 <= params["count"] <= 10000:
-        module.fail_json(msg=f"count: {params['count']} must be from 1 to 10000", field="count")
+        validate.ip_address(params["address"], "address")
+        validate.integer(params["port"], "port", 1, 65535)
+        validate.integer(params["count"], "count", 1, 10000)
+    except EngineError as exc:
+        module.fail_json(msg=exc.msg, field=exc.field)
     result = labtraffic.probe(params["address"], params["port"], params["protocol"], params["count"], params["timeout"])
     wanted = params["count"] if params["min_success"] is None else params["min_success"]
     answered = params["count"] - result["failures"]

@@ -12,7 +12,7 @@ import ipaddress
 import os
 import socket
 
-from . import decap_abi, libbpf
+from . import decap_abi, libbpf, validate
 from .errors import EngineError
 
 HOOKS = ("xdp", "tc")
@@ -78,13 +78,8 @@ def normalize(interface, object_path, hook="xdp", xdp_mode="auto", addresses=Non
         raise EngineError(f"xdp_mode: '{xdp_mode}' must be one of {', '.join(XDP_MODES)}", field="xdp_mode", value=xdp_mode)
     if state == "present" and not os.path.isfile(object_path or ""):
         raise EngineError(f"object: '{object_path}' does not exist", field="object", value=object_path)
-    parsed = []
-    for index, address in enumerate(addresses or []):
-        try:
-            ip = ipaddress.ip_address(str(address).split("/", maxsplit=1)[0])
-        except ValueError:
-            raise EngineError(f"addresses[{index}]: '{address}' is not an IP address", field=f"addresses[{index}]", value=address)
-        parsed.append(str(ip))
+    parsed = [str(validate.ip_address(str(address).split("/", maxsplit=1)[0], f"addresses[{index}]"))
+              for index, address in enumerate(addresses or [])]
     return {"interface": interface, "object": object_path, "hook": hook,
             "xdp_mode": None if xdp_mode == "auto" else xdp_mode, "addresses": sorted(set(parsed)), "state": state}
 

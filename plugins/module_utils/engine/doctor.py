@@ -16,8 +16,7 @@ a local address, and the reply leaves by the normal route, straight to the clien
 import ipaddress
 import os
 
-from . import netlink
-from .errors import EngineError
+from . import netconf, netlink, validate
 
 PROC_NET = "/proc/sys/net"
 CRITICAL, WARNING, INFO, OK = "critical", "warning", "info", "ok"
@@ -31,17 +30,18 @@ def _finding(check, severity, message, fix="", vip=None, device=None):
 
 def _conf(family, target, key, proc_root=PROC_NET):
     try:
-        with open(os.path.join(proc_root, family, "conf", target, key)) as handle:
+        with open(netconf.conf_path(proc_root, family, target, key)) as handle:
             return int(handle.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
 
 def effective(family, device, key, proc_root=PROC_NET):
-    """max(all, device) — how the kernel combines rp_filter, arp_ignore and arp_announce."""
-    values = [_conf(family, "all", key, proc_root), _conf(family, device, key, proc_root)]
-    values = [v for v in values if v is not None]
-    return max(values) if values else None
+    """The value the kernel uses on ``device``, combined with conf.all by the key's rule."""
+    all_value, dev_value = _conf(family, "all", key, proc_root), _conf(family, device, key, proc_root)
+    if all_value is None or dev_value is None:
+        return dev_value if all_value is None else all_value
+    return netconf.combine(netconf.KEYS[family][key][0], all_value, dev_value)
 
 
 def _rx_counters(device):
@@ -209,13 +209,9 @@ def summarize(findings):
 
 
 def validate_vips(vips):
-    out = []
-    for index, vip in enumerate(vips):
-        try:
-            out.append(str(ipaddress.ip_address(str(vip).split("/", maxsplit=1)[0])))
-        except ValueError:
-            raise EngineError(f"vips[{index}]: '{vip}' is not an IP address", field=f"vips[{index}]", value=vip)
-    return out
+    """Bare addresses; a prefix length (10.99.0.10/32) is accepted and dropped."""
+    return [str(validate.ip_address(str(vip).split("/", maxsplit=1)[0], f"vips[{index}]"))
+            for index, vip in enumerate(vips)]
 
 
 def bpf_decap_devices(links):
