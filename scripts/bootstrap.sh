@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 ethtool tcpdump netcat-openbsd
-              socat make util-linux rsync)
+              socat make util-linux rsync shellcheck)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

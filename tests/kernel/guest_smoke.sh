@@ -38,6 +38,7 @@ echo "kernel: $(uname -r)"
 echo "python: $PY ($("$PY" -V 2>&1))"
 [ "$(id -u)" -eq 0 ] || { echo "not root"; exit 1; }
 
+# shellcheck disable=SC2016  # expanded by the inner bash
 check "kernel is a 6.1 Debian kernel" bash -c '[[ $(uname -r) == 6.1.* ]]'
 check "modprobe ipip" modprobe ipip
 check "modprobe ip6_tunnel" modprobe ip6_tunnel
@@ -58,6 +59,7 @@ check "ip6tnl external device in netns" bash -c "
     ip -n $NS -d link show ip6tnl1 | grep -q external"
 check "tunl0 + ip6tnl0 auto-created in netns" bash -c "
     ip -n $NS link show tunl0 && ip -n $NS link show ip6tnl0"
+# shellcheck disable=SC2016  # expanded by the inner bash
 check "bpffs mounted" bash -c '
     mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
     [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ]'

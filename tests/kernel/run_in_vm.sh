@@ -114,7 +114,7 @@ find_kernel() {
         return
     fi
     local k
-    k="$(ls -1 /boot/vmlinuz-6.1.* 2>/dev/null | sort -V | tail -n 1 || true)"
+    k="$(printf '%s\n' /boot/vmlinuz-6.1.* | grep -v '\*' | sort -V | tail -n 1 || true)"
     [ -n "$k" ] || die "no /boot/vmlinuz-6.1.* (is linux-image-amd64 installed?)"
     local ver="${k#/boot/vmlinuz-}"
     [ -d "/lib/modules/$ver" ] || die "no /lib/modules/$ver for $k"
@@ -164,7 +164,8 @@ fi
 KTIER_APPEND="${KTIER_APPEND-modprobe.blacklist=kvm_amd,kvm_intel,kvm,ccp,crct10dif_pclmul,crc32_pclmul,ghash_clmulni_intel,sha512_ssse3,sha256_ssse3,sha1_ssse3,aesni_intel,sr_mod,sg,ahci,iTCO_wdt,intel_pmc_bxt,i6300esb,i2c_i801,lpc_ich,evdev,psmouse,serio_raw,button,pcspkr,joydev}"
 
 # Environment handed to the guest command (the guest starts from a clean one).
-ENV_NAMES=(VENV HOME LANG LC_ALL TERM ${KTIER_ENV:-})
+read -ra extra_env <<< "${KTIER_ENV:-}"
+ENV_NAMES=(VENV HOME LANG LC_ALL TERM "${extra_env[@]}")
 while IFS='=' read -r name _; do
     case "$name" in XDPLB_*|KTIER_*|PYTEST_ADDOPTS) ENV_NAMES+=("$name") ;; esac
 done < <(env)
