@@ -1,0 +1,87 @@
+"""engine_install: the engine the boot units run is the one the modules run, installed in one task."""
+import ast
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import install
+from lab_playbook import REPO, adhoc
+
+ENGINE_DIR = os.path.join(REPO, "plugins", "module_utils", "engine")
+MODULE = os.path.join(REPO, "plugins", "modules", "engine_install.py")
+INVENTORY = "localhost,"
+
+
+def _module_imports():
+    tree = ast.parse(open(MODULE).read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.endswith("module_utils.engine"):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_module_imports_every_engine_file():
+    # AnsiballZ only ships what the module imports: a new engine file missing from the list would
+    # be missing on the hosts, and the boot restore would fail there with an ImportError.
+    files = {f[:-3] for f in os.listdir(ENGINE_DIR) if f.endswith(".py")} - {"__init__"}
+    assert files == _module_imports()
+
+
+def _run(dest):
+    return adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install", "dest=" + dest)["localhost"]
+
+
+@pytest.fixture
+def dest(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANSIBLE_TRANSPORT", "local")
+    monkeypatch.setenv("ANSIBLE_PYTHON_INTERPRETER", sys.executable)
+    return str(tmp_path / "lib" / "xdplb_engine")
+
+
+def test_installed_engine_runs_the_cli_and_reruns_change_nothing(dest):
+    first = _run(dest)
+    assert first["changed"] and not first.get("failed"), first
+    assert sorted(os.listdir(dest)) == sorted(f for f in os.listdir(ENGINE_DIR) if f.endswith(".py"))
+    for name in os.listdir(dest):
+        with open(os.path.join(dest, name), "rb") as mine, open(os.path.join(ENGINE_DIR, name), "rb") as src:
+            assert mine.read() == src.read(), name
+        assert stat.S_IMODE(os.stat(os.path.join(dest, name)).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o700
+    # What the boot unit runs: a state file that does not exist is a clear exit 2, not an ImportError.
+    proc = subprocess.run([sys.executable, "-m", "xdplb_engine", "restore", "/nonexistent/balancer.json"],
+                          cwd=os.path.dirname(dest), env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "nonexistent/balancer.json" in proc.stderr
+    again = _run(dest)
+    assert not again["changed"] and again["written"] == [] and again["removed"] == []
+
+
+def test_repairs_a_changed_file_removes_a_stale_one_and_tightens_the_mode(dest):
+    _run(dest)
+    with open(os.path.join(dest, "vips.py"), "a") as handle:
+        handle.write("# edited by hand\n")
+    open(os.path.join(dest, "renamed_long_ago.py"), "w").close()
+    os.chmod(dest, 0o755)
+    result = _run(dest)
+    assert result["changed"] and result["written"] == ["vips.py"] and result["removed"] == ["renamed_long_ago.py"]
+    assert "renamed_long_ago.py" not in os.listdir(dest)
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o700
+
+
+def test_check_mode_writes_nothing(tmp_path):
+    dest = str(tmp_path / "xdplb_engine")
+    result = install.ensure(dest, check_mode=True)
+    assert result["changed"] and "vips.py" in result["written"]
+    assert not os.path.exists(dest)
+
+
+def test_dest_that_is_a_file_is_refused_by_name(dest):
+    os.makedirs(os.path.dirname(dest))
+    open(dest, "w").close()
+    result = _run(dest)
+    assert result.get("field") == "dest" and "is not a directory" in result["msg"] and dest in result["msg"]
+    assert os.path.isfile(dest)
