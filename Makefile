@@ -37,7 +37,7 @@ sanity: venv
 	@cd $(SANITY_ROOT) && git init -q && ansible-test sanity --venv --python 3.11 --color no
 
 units: bpf
-	python -m pytest -q tests/unit tests/dataplane tests/integration
+	python -m pytest -q --durations=15 tests/unit tests/dataplane tests/integration
 
 lint: venv
 	ansible-lint --offline --profile production
@@ -53,7 +53,7 @@ molecule-fleet: bpf
 kernel: bpf
 	XDPLB_KERNEL_TIER=1 python -m pytest -q tests/kernel
 
-test: venv bpf sanity units lint molecule kernel
+test: venv bpf sanity units lint molecule molecule-fleet kernel
 
 # A second pass with the newest ansible-core this machine's Pythons allow (2.21 on 3.12).
 test-newest: venv312
