@@ -63,7 +63,7 @@ def lab(tmp, state):
         json.dump([{"hosts": "localhost", "gather_facts": False, "roles": [{
             "role": "xdplb.katran.lab", "lab_state": state, "lab_prefix": PREFIX, "lab_balancers": 1,
             "lab_backends": 1, "lab_state_root": STATE_ROOT, "lab_pin_root": PIN_ROOT}]}], handle)
-    ansible(tmp, play, "-i", "localhost,", "-c", "local")
+    ansible(tmp, play, "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=" + sys.executable)
 
 
 def role_run(tmp, vips, name):
