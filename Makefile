@@ -16,8 +16,11 @@ SANITY_ROOT := .build/sanity/ansible_collections/xdplb/katran
 venv:
 	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
 
+# A python3.12 on PATH, else pyenv's (its shim only answers when 3.12 is the selected version).
+PY312 ?= $(or $(shell PYENV_VERSION=$$(pyenv versions --bare 2>/dev/null | grep '^3\.12' | tail -n 1) python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null),python3.12)
+
 venv312:
-	@PYTHON=python3.12 VENV=.venv312 scripts/bootstrap.sh
+	@PYTHON=$(PY312) VENV=.venv312 scripts/bootstrap.sh
 
 bpf: venv
 	@$(MAKE) -s -C files/bpf
@@ -57,7 +60,7 @@ test: venv bpf sanity units lint molecule molecule-fleet kernel
 
 # A second pass with the newest ansible-core this machine's Pythons allow (2.21 on 3.12).
 test-newest: venv312
-	@$(MAKE) VENV=.venv312 PYTHON=python3.12 units molecule
+	@$(MAKE) VENV=.venv312 PYTHON=$(PY312) units molecule
 
 clean:
 	rm -rf .build tests/output
