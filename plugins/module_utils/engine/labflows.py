@@ -28,6 +28,7 @@ import socket
 import time
 
 from .errors import EngineError
+from .labtraffic import running_pid
 
 REPORT_VERSION = 1
 _REPORT_EVERY = 1.0
@@ -301,21 +302,6 @@ def validate(address, port, count, interval, duration):
         raise EngineError("interval: %s must be from 0.05 to 60 seconds" % interval, field="interval", value=interval)
     if not 1 <= duration <= 86400:
         raise EngineError("duration: %s must be from 1 to 86400 seconds" % duration, field="duration", value=duration)
-
-
-def running_pid(pidfile):
-    try:
-        with open(pidfile) as handle:
-            pid = int(handle.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-    if pid <= 0:
-        return 0
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return pid if exc.errno == errno.EPERM else 0
-    return pid
 
 
 def start(address, port, count, interval, duration, report, pidfile, connect_timeout=10.0, close_timeout=10.0,

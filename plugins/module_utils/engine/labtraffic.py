@@ -114,6 +114,9 @@ def running_pid(pidfile):
             pid = int(handle.read().strip() or 0)
     except (OSError, ValueError):
         return 0
+    if pid <= 0:
+        # kill(0 or -n, 0) would test a process group, not the responder.
+        return 0
     try:
         os.kill(pid, 0)
     except OSError as exc:
