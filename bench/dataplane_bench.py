@@ -8,10 +8,16 @@ made alongside. Paths take turns in blocks of 1000 calls. A run reloads the bala
 every run starts from empty maps; the result is the median of --runs runs.
 
     sudo VENV/bin/python bench/dataplane_bench.py [--runs 5] [--calls 20000] [--cpu 0] [--json]
+    sudo VENV/bin/python bench/dataplane_bench.py --conn-table-sizes 65536,131072,262144
+
+The second form measures the new-flow paths of balancer.o built with each connection-table size
+(LB_CONN_TABLE_SIZE), the variants taking turns in the same run: a new flow's entry is a random
+line of the table, so its cost follows the table's footprint (cache and TLB misses).
 
 Needs root, clang (make -C files/bpf) and scapy (requirements-dev.txt).
 """
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -48,8 +54,9 @@ PATHS = [
     ("non_vip", "non-VIP IPv4 TCP (XDP_PASS)"),
 ]
 
-# Reference: the kernel's LRU hash update alone, on a map shaped like lb_conns, keyed by the
-# first 40 bytes of the frame. It bounds from below what any path that records a flow costs.
+# Reference: the kernel's LRU hash update alone, on a map shaped like the LRU_HASH connection table
+# the balancer used before its set-associative array (lb_abi.h), keyed by 40 bytes of the frame:
+# what recording a flow cost with the kernel's LRU map before any balancing work.
 LRU_REF_C = r"""
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -58,14 +65,13 @@ struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, LB_CONN_TABLE_SIZE);
     __type(key, struct lb_flow);
-    __type(value, struct lb_conn);
-    __uint(map_flags, LB_CONN_TABLE_FLAGS);
+    __type(value, __u64);
 } ref_conns SEC(".maps");
 SEC("xdp") int lru_update_only(struct xdp_md *x)
 {
     void *d = (void *)(long)x->data, *e = (void *)(long)x->data_end;
     struct lb_flow k;
-    struct lb_conn v = { .real_idx = 1 };
+    __u64 v = 1;
     if (d + 6 + sizeof(k) > e)
         return XDP_PASS;
     __builtin_memcpy(&k, d + 6, sizeof(k)); /* skips the constant dst MAC: src MAC+IP+ports */
@@ -104,8 +110,8 @@ def packets(calls):
     }
 
 
-def load_balancer():
-    obj = libbpf.BpfObject(os.path.join(BPF_DIR, "balancer.o"), pin_maps=False).load()
+def load_balancer(path=None):
+    obj = libbpf.BpfObject(path or os.path.join(BPF_DIR, "balancer.o"), pin_maps=False).load()
     m = {n: obj.map(n) for n in obj.map_names()}
     cfg = abi.config("02:00:00:00:00:01", "02:00:00:00:00:fe", src_v4="10.255.0.1", src_v6="fc00::1")
     m[abi.MAP_CONFIG].update(b"\0" * 4, bytes(cfg))
@@ -182,19 +188,69 @@ def one_run(pass_fd, pkts, calls, lru_ref, block=1000):
         obj.close()
 
 
+def build_variant(tmpdir, size):
+    """balancer.o built with another connection-table size, in its own directory."""
+    out = os.path.join(tmpdir, "conn%d" % size)
+    os.makedirs(out)
+    for name in ("balancer.c", "lb_abi.h", "Makefile"):
+        with open(os.path.join(BPF_DIR, name), "rb") as src, open(os.path.join(out, name), "wb") as dst:
+            dst.write(src.read())
+    subprocess.run(["make", "-s", "-C", out, "balancer.o", "LB_CFLAGS=-DLB_CONN_TABLE_SIZE=%d" % size], check=True)
+    return os.path.join(out, "balancer.o")
+
+
+def size_sweep(pass_fd, pkts, calls, objects, block=1000):
+    """One run of the new-flow paths per table size; the sizes take turns in blocks."""
+    loaded = {size: load_balancer(path) for size, path in objects.items()}
+    try:
+        paths = {(size, name): Path(fd, pkts[name], libbpf.XDP_TX)
+                 for size, (_unused, fd) in loaded.items() for name in ("syn_new", "ipv6_syn_new")}
+        floor_run = libbpf.TestRunner(pass_fd).run
+        for _unused in range(max(1, calls // block)):
+            for path in paths.values():
+                path.block(floor_run, pkts["conn_hit"][0], block)
+        return {key: path.cost() for key, path in paths.items()}
+    finally:
+        for obj, _unused in loaded.values():
+            obj.close()
+
+
+def main_sweep(args, sizes):
+    pkts = packets(args.calls)
+    with tempfile.TemporaryDirectory() as tmp, \
+            libbpf.BpfObject(os.path.join(BPF_DIR, "pass.o"), pin_maps=False) as pobj:
+        objects = {size: build_variant(tmp, size) for size in sizes}
+        pobj.load()
+        runs = [size_sweep(pobj.program_fd("xdp_pass"), pkts, args.calls, objects) for _unused in range(args.runs)]
+    print("kernel %s, %d CPUs, %d runs x %d calls per path; ns per packet above the floor"
+          % (os.uname().release, os.cpu_count(), args.runs, args.calls))
+    print("%-10s %8s %-28s %12s %-28s %s" % ("entries", "syn_new", "runs", "ipv6_syn_new", "runs", "table (v4 + v6)"))
+    for size in sizes:
+        v4 = [r[(size, "syn_new")] for r in runs]
+        v6 = [r[(size, "ipv6_syn_new")] for r in runs]
+        mib = size * (ctypes.sizeof(abi.LbConn4) + ctypes.sizeof(abi.LbConn6)) / 2.0 ** 20
+        print("%-10d %8.0f %-28s %12.0f %-28s %.1f MiB" % (
+            size, statistics.median(v4), " ".join("%.0f" % v for v in v4),
+            statistics.median(v6), " ".join("%.0f" % v for v in v6), mib))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--calls", type=int, default=20000, help="test runs per path per run")
     ap.add_argument("--cpu", type=int, default=0, help="pin to this CPU (-1: do not pin)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--conn-table-sizes", help="comma-separated LB_CONN_TABLE_SIZE values to compare")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (BPF_PROG_TEST_RUN)")
     subprocess.run(["make", "-s", "-C", BPF_DIR], check=True)
     load_at_start = " ".join("%.2f" % x for x in os.getloadavg())
     if args.cpu >= 0:
-        os.sched_setaffinity(0, {args.cpu})  # one CPU: per-CPU LRU lists and caches stay warm
+        os.sched_setaffinity(0, {args.cpu})  # one CPU: its caches stay warm
+    if args.conn_table_sizes:
+        main_sweep(args, [int(x) for x in args.conn_table_sizes.split(",")])
+        return
 
     pkts = packets(args.calls)
     with tempfile.TemporaryDirectory() as tmp, \

@@ -9,8 +9,9 @@
  * as few as possible: an array bitmap (lb_addr_filter) rejects non-VIP
  * destinations, a well-formed TCP/UDP packet finds its VIP in an array
  * (lb_vip_table), and only unusual packets to a VIP address (ICMP, IPv4
- * options, fragments, bad lengths) consult the lb_vip_addrs hash. What is
- * left is the connection table (LRU hash) and bpf_xdp_adjust_head.
+ * options, fragments, bad lengths) consult the lb_vip_addrs hash, and the
+ * connection table is a set-associative cache in an array (lb_abi.h). The
+ * one kernel call left on the forwarding path is bpf_xdp_adjust_head.
  *
  * Verdicts (each counted in lb_global):
  *  - not Ethernet+[one 802.1Q tag]+IPv4/IPv6, IP header incomplete, wrong
@@ -119,20 +120,18 @@ struct {
 } lb_rings SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, LB_CONN_TABLE_SIZE);
-	__type(key, struct lb_flow4);
-	__type(value, struct lb_conn);
-	__uint(map_flags, LB_CONN_TABLE_FLAGS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_CONN_SETS);
+	__type(key, __u32);
+	__type(value, struct lb_conn_set4);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_conns4 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, LB_CONN_TABLE_SIZE);
-	__type(key, struct lb_flow);
-	__type(value, struct lb_conn);
-	__uint(map_flags, LB_CONN_TABLE_FLAGS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_CONN_SETS);
+	__type(key, __u32);
+	__type(value, struct lb_conn_set6);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_conns SEC(".maps");
 
@@ -205,6 +204,16 @@ static __always_inline __u32 jhash_2words(__u32 a, __u32 b, __u32 initval)
 
 	a += c;
 	b += c;
+	jhash_final(a, b, c);
+	return c;
+}
+
+static __always_inline __u32 jhash_3words(__u32 a, __u32 b, __u32 c, __u32 initval)
+{
+	initval += JHASH_INITVAL + (3 << 2);
+	a += initval;
+	b += initval;
+	c += initval;
 	jhash_final(a, b, c);
 	return c;
 }
@@ -361,36 +370,132 @@ static __always_inline int vip_lookup(const struct lb_vip_key *key, struct lb_vi
 }
 
 /* --------------------------------------------------------------- forward */
-static __always_inline void flow4(const struct pkt *p, struct lb_flow4 *k)
+/* The connection table (lb_abi.h). One scan of the flow's set finds its
+ * entry (*way, returns 1) or, on a miss, the entry a new flow replaces
+ * (*way, returns 0): its own stale 5-tuple is matched first, then an empty
+ * entry, then the least recently used. Key words are compared and the check
+ * recomputed from one read of real_idx, so a racing writer yields a miss. */
+struct conn_ref {
+	__u32 *e;   /* entry words: key, then real_idx, atime, check, pad */
+	__u32 nkey; /* key words: 4 (IPv4) or 10 (IPv6) */
+};
+
+static __always_inline __u32 key_xor(const __u32 *k, __u32 n)
 {
-	k->src = p->flow.src[0];
-	k->dst = p->flow.dst[0];
-	k->sport = p->flow.sport;
-	k->dport = p->flow.dport;
-	k->proto = p->flow.proto;
-	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+	__u32 x = k[0] ^ k[1] ^ k[2] ^ k[3];
+
+	if (n == 10)
+		x ^= k[4] ^ k[5] ^ k[6] ^ k[7] ^ k[8] ^ k[9];
+	return x;
 }
 
-static __always_inline struct lb_conn *conn_lookup(const struct pkt *p)
+static __always_inline int key_eq(const __u32 *e, const __u32 *k, __u32 n)
 {
-	struct lb_flow4 k;
-
-	if (p->flow.family == LB_FAMILY_V6)
-		return bpf_map_lookup_elem(&lb_conns, &p->flow);
-	flow4(p, &k);
-	return bpf_map_lookup_elem(&lb_conns4, &k);
+	if (e[0] != k[0] || e[1] != k[1] || e[2] != k[2] || e[3] != k[3])
+		return 0;
+	if (n == 10)
+		return e[4] == k[4] && e[5] == k[5] && e[6] == k[6] && e[7] == k[7] && e[8] == k[8] &&
+		       e[9] == k[9];
+	return 1;
 }
 
-static __always_inline void conn_update(const struct pkt *p, const struct lb_conn *conn)
+/* Scan one set: n key words, entries of esz words. */
+static __always_inline int conn_scan(__u32 *set, const __u32 *k, __u32 n, __u32 esz, __u32 kx, __u32 now,
+				     __u32 **out)
 {
-	struct lb_flow4 k;
+	__u32 oldest = 0;
+	__u32 *victim = set;
+
+#pragma unroll
+	for (int i = 0; i < LB_CONN_WAYS; i++) {
+		__u32 *e = set + i * esz;
+		__u32 real = e[n], check = e[n + 2], age;
+
+		if (key_eq(e, k, n)) {
+			*out = e;
+			return check == (LB_CONN_MAGIC ^ kx ^ real);
+		}
+		age = check ? now - e[n + 1] : 0xffffffffU;
+		if (age > oldest) {
+			oldest = age;
+			victim = e;
+		}
+	}
+	*out = victim;
+	return 0;
+}
+
+/* The flow's real index from the table (0: not recorded); *slot gets the
+ * entry a recording should write. */
+static __always_inline __u32 conn_lookup(const struct pkt *p, __u32 now, __u32 **slot, __u32 *kx)
+{
+	const __u32 *k = (const __u32 *)&p->flow;
+	__u32 set_idx, *set;
 
 	if (p->flow.family == LB_FAMILY_V6) {
-		bpf_map_update_elem(&lb_conns, &p->flow, conn, BPF_ANY);
-		return;
+		*kx = key_xor(k, 10);
+		set_idx = jhash_3words(k[0] ^ k[1] ^ k[2] ^ k[3], k[4] ^ k[5] ^ k[6] ^ k[7], k[8] ^ k[9],
+				       LB_CONN_HASH_SEED) & (LB_CONN_SETS - 1);
+		set = bpf_map_lookup_elem(&lb_conns, &set_idx);
+		if (!set)
+			return 0;
+		if (!conn_scan(set, k, 10, sizeof(struct lb_conn6) / 4, *kx, now, slot))
+			return 0;
+		return (*slot)[10];
+	} else {
+		struct lb_flow4 f = {
+			.src = p->flow.src[0],
+			.dst = p->flow.dst[0],
+			.sport = p->flow.sport,
+			.dport = p->flow.dport,
+			.proto = p->flow.proto,
+		};
+		const __u32 *k4 = (const __u32 *)&f;
+
+		*kx = key_xor(k4, 4);
+		set_idx = jhash_3words(k4[0], k4[1], k4[2] ^ k4[3], LB_CONN_HASH_SEED) & (LB_CONN_SETS - 1);
+		set = bpf_map_lookup_elem(&lb_conns4, &set_idx);
+		if (!set)
+			return 0;
+		if (!conn_scan(set, k4, 4, sizeof(struct lb_conn4) / 4, *kx, now, slot))
+			return 0;
+		return (*slot)[4];
 	}
-	flow4(p, &k);
-	bpf_map_update_elem(&lb_conns4, &k, conn, BPF_ANY);
+}
+
+/* A recorded flow's packet: refresh atime, writing only when it changed
+ * (once per jiffy at most), so busy flows do not dirty the line per packet. */
+static __always_inline void conn_touch(const struct pkt *p, __u32 *e, __u32 now)
+{
+	__u32 *atime = e + (p->flow.family == LB_FAMILY_V6 ? 11 : 5);
+
+	if (*atime != now)
+		*atime = now;
+}
+
+/* Record the flow in the entry conn_lookup chose. */
+static __always_inline void conn_record(const struct pkt *p, __u32 *e, __u32 kx, __u32 real_idx, __u32 now)
+{
+	if (p->flow.family == LB_FAMILY_V6) {
+		struct lb_conn6 *c = (struct lb_conn6 *)e;
+
+		__builtin_memcpy(&c->flow, &p->flow, sizeof(c->flow));
+		c->real_idx = real_idx;
+		c->atime = now;
+		c->check = LB_CONN_MAGIC ^ kx ^ real_idx;
+	} else {
+		struct lb_conn4 *c = (struct lb_conn4 *)e;
+
+		c->flow.src = p->flow.src[0];
+		c->flow.dst = p->flow.dst[0];
+		c->flow.sport = p->flow.sport;
+		c->flow.dport = p->flow.dport;
+		c->flow.proto = p->flow.proto;
+		c->flow.pad[0] = c->flow.pad[1] = c->flow.pad[2] = 0;
+		c->real_idx = real_idx;
+		c->atime = now;
+		c->check = LB_CONN_MAGIC ^ kx ^ real_idx;
+	}
 }
 
 static __always_inline void per_flow_src(const struct pkt *p, __u8 out_family, __be32 *out)
@@ -561,7 +666,8 @@ static __always_inline int forward(struct ctx *c, struct pkt *p)
 	struct lb_vip_meta vipm, *vip = &vipm;
 	struct lb_real *real = NULL;
 	struct lb_stats *st;
-	__u32 real_idx = 0, vip_num;
+	__u32 real_idx = 0, vip_num, now = 0, kx = 0;
+	__u32 *slot = NULL;
 	int use_conns;
 
 	__builtin_memcpy(key.addr, p->flow.dst, 16);
@@ -581,26 +687,33 @@ static __always_inline int forward(struct ctx *c, struct pkt *p)
 	 * table but never create entries (they are not connections). */
 	use_conns = !(vip->flags & LB_VIP_F_NO_CONN_TABLE);
 	if (use_conns && !p->syn) {
-		struct lb_conn *conn = conn_lookup(p);
-
-		if (conn) {
-			real_idx = conn->real_idx;
+		now = (__u32)bpf_jiffies64(); /* inlined by the JIT: a load of jiffies */
+		real_idx = conn_lookup(p, now, &slot, &kx);
+		if (real_idx) {
 			real = bpf_map_lookup_elem(&lb_reals, &real_idx);
-			if (real && real->family)
+			if (real && real->family) {
 				c->gs->conn_hit++;
-			else
+				conn_touch(p, slot, now);
+			} else {
 				real = NULL;
+			}
 		}
 	}
 	if (!real) {
+		/* The ring slot is read before a SYN's set is scanned: the two
+		 * cache misses of a new flow then overlap instead of adding up. */
 		real = ring_real(p, vip, &real_idx);
 		if (!real || !real->family)
 			return DROP(c, drop_no_real);
 		if (use_conns && !p->icmp_err) {
-			struct lb_conn conn = { .real_idx = real_idx };
-
-			conn_update(p, &conn);
-			c->gs->conn_miss++;
+			if (p->syn) {
+				now = (__u32)bpf_jiffies64();
+				conn_lookup(p, now, &slot, &kx);
+			}
+			if (slot) {
+				conn_record(p, slot, kx, real_idx, now);
+				c->gs->conn_miss++;
+			}
 		}
 	}
 	/* 6in4 is not a tunnel backends can be expected to terminate. */

@@ -16,8 +16,12 @@
  *    aligned) = 520 KiB per VIP that has a ring, created by the control
  *    plane for configured VIPs only (260 MiB if all 512 VIPs have one; a
  *    ring swap briefly holds two).
- *  - lb_conns4 / lb_conns: ~88 / ~112 B per entry (key 16 / 40, value 8,
- *    hash and LRU node): 22 / 28 MiB at 262144 entries each.
+ *  - lb_conns4 / lb_conns: 32 / 56 B per entry (arrays, no per-entry
+ *    overhead): 2 / 3.5 MiB at 65536 entries each. A new flow's entry is a
+ *    random line of the table, so the table's size is paid per new flow in
+ *    TLB and cache misses: measured new-flow cost 280 / 310 / 390 ns at
+ *    65536 / 131072 / 262144 entries (docs/performance.md). Raise it with
+ *    -DLB_CONN_TABLE_SIZE for more concurrent flows per balancer.
  *  - lb_reals: 24 B * LB_MAX_REALS = 96 KiB; lb_vip_table: 32 B *
  *    LB_VIP_TABLE_SIZE = 64 KiB; lb_vip_addrs ~50 KiB; lb_addr_filter 2 KiB.
  *  - per-CPU stats: 16 B * (LB_MAX_VIPS + LB_MAX_REALS) = 72 KiB per CPU.
@@ -38,14 +42,12 @@
 #define LB_RING_SIZE 65537 /* must be prime: Maglev needs it */
 #endif
 #ifndef LB_CONN_TABLE_SIZE
-#define LB_CONN_TABLE_SIZE 262144
+#define LB_CONN_TABLE_SIZE 65536 /* flows per family; see the cost note above */
 #endif
-/* lb_conns/lb_conns4 map_flags. 0: one LRU shared by all CPUs — cheapest insert
- * measured here and the whole table usable by any CPU. 2
- * (BPF_F_NO_COMMON_LRU): per-CPU LRU lists, no shared list lock on many-
- * core hosts, but each CPU only gets LB_CONN_TABLE_SIZE / ncpus entries. */
-#ifndef LB_CONN_TABLE_FLAGS
-#define LB_CONN_TABLE_FLAGS 0
+#define LB_CONN_WAYS 4 /* entries per set of the connection table */
+#define LB_CONN_SETS (LB_CONN_TABLE_SIZE / LB_CONN_WAYS)
+#if LB_CONN_SETS < 1 || (LB_CONN_SETS & (LB_CONN_SETS - 1)) || LB_CONN_SETS * LB_CONN_WAYS != LB_CONN_TABLE_SIZE
+#error "LB_CONN_TABLE_SIZE must be LB_CONN_WAYS times a power of two"
 #endif
 #ifndef LB_ADDR_FILTER_SHIFT
 #define LB_ADDR_FILTER_SHIFT 14 /* 16384-bit VIP address filter, 2 KiB */
@@ -153,11 +155,31 @@ struct lb_real {
 #define LB_RING_INNER_VALUE_SIZE 4
 #define LB_RING_INNER_FLAGS 1024 /* BPF_F_MMAPABLE */
 
-/* ---- lb_conns: LRU_HASH[LB_CONN_TABLE_SIZE], struct lb_flow -> struct lb_conn
- *      lb_conns4: LRU_HASH[LB_CONN_TABLE_SIZE], struct lb_flow4 -> struct lb_conn
- * The connection table, client-to-VIP 5-tuple as seen on the wire: IPv6
- * flows in lb_conns, IPv4 flows in lb_conns4 — a 16-byte key hashes and
- * compares measurably faster than the 40-byte one, on the hottest lookup. */
+/* ---- lb_conns4: ARRAY[LB_CONN_SETS] of struct lb_conn_set4 (IPv4 flows)
+ *      lb_conns:  ARRAY[LB_CONN_SETS] of struct lb_conn_set6 (IPv6 flows) ----
+ * The connection table: client-to-VIP 5-tuple as seen on the wire -> real.
+ * A set-associative cache in an array, not a kernel LRU hash: an array read
+ * is inlined, while an LRU_HASH update is a kernel call that costs more
+ * than the whole rest of a new flow's path (docs/performance.md). Shared by
+ * all CPUs, like a common LRU.
+ *
+ * A flow lives in one of the LB_CONN_WAYS entries of set
+ *   jhash_3words(w0, w1, w2, LB_CONN_HASH_SEED) & (LB_CONN_SETS - 1)
+ * (the kernel's jhash_3words; k = the lb_flow4 / lb_flow key's 32-bit
+ * words loaded in host byte order):
+ *   IPv4: w0 = k[0], w1 = k[1], w2 = k[2] ^ k[3]
+ *   IPv6: w0 = k[0] ^ k[1] ^ k[2] ^ k[3], w1 = k[4] ^ .. ^ k[7],
+ *         w2 = k[8] ^ k[9]
+ * An entry is valid when check == LB_CONN_MAGIC ^ (xor of the key's words)
+ * ^ real_idx, so a reader racing a writer on another CPU sees a miss (and
+ * takes the ring), never one flow's key with another's real. A packet of a
+ * recorded flow refreshes atime (low 32 bits of jiffies); a new flow
+ * replaces, in this order, the entry of its own 5-tuple, an empty entry
+ * (check 0), or the entry with the oldest atime: least recently used within
+ * the set. Entries are never deleted, only replaced, as in an LRU map. */
+#define LB_CONN_MAGIC 0x434f4e4eU
+#define LB_CONN_HASH_SEED 0x6c62636eU
+
 struct lb_flow {
 	__be32 src[4];
 	__be32 dst[4];
@@ -177,9 +199,28 @@ struct lb_flow4 {
 	__u8 pad[3];
 };
 
-struct lb_conn {
+struct lb_conn4 {
+	struct lb_flow4 flow;
 	__u32 real_idx;
+	__u32 atime; /* jiffies (low 32 bits) of the flow's last packet */
+	__u32 check;
 	__u32 pad;
+};
+
+struct lb_conn6 {
+	struct lb_flow flow;
+	__u32 real_idx;
+	__u32 atime;
+	__u32 check;
+	__u32 pad;
+};
+
+struct lb_conn_set4 {
+	struct lb_conn4 way[LB_CONN_WAYS];
+};
+
+struct lb_conn_set6 {
+	struct lb_conn6 way[LB_CONN_WAYS];
 };
 
 /* ---- lb_config: ARRAY[1] of struct lb_config ---- */

@@ -31,12 +31,21 @@ options:
     description: Directory of the engine package; its parent goes on C(PYTHONPATH).
     type: path
     required: true
+  directories:
+    description:
+      - Further directories to create, or tighten, to mode 0700 in the same task, such as where a
+        role keeps its BPF object and state file. Parents of a new directory are created too (with
+        the default mode, before O(dest)); list them first to make them 0700 as well.
+    type: list
+    elements: path
+    default: []
 """
 
 EXAMPLES = r"""
 - name: Engine for the boot unit
   xdplb.katran.engine_install:
     dest: /usr/local/lib/xdplb/xdplb_engine
+    directories: [/usr/local/lib/xdplb, /usr/local/lib/xdplb/bpf, /etc/xdplb]
 """
 
 RETURN = r"""
@@ -52,6 +61,12 @@ removed:
   type: list
   elements: str
   sample: []
+directories:
+  description: Entries of O(directories) created or tightened to 0700 (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: ["/etc/xdplb"]
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -70,15 +85,20 @@ def _shipped():
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(dest=dict(type="path", required=True)), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=dict(dest=dict(type="path", required=True),
+                                              directories=dict(type="list", elements="path", default=[])),
+                           supports_check_mode=True)
     try:
-        result = install.ensure(module.params["dest"], module.check_mode)
+        result = install.ensure(module.params["dest"], module.check_mode,
+                                directories=module.params["directories"])
     except EngineError as exc:
         module.fail_json(msg=exc.msg, field=exc.field)
     except OSError as exc:
         module.fail_json(msg=f"dest: {module.params['dest']}: {exc}", field="dest")
-    changes = [f"write {n}" for n in result["written"]] + [f"remove {n}" for n in result["removed"]]
+    changes = ([f"directory {d} (0700)" for d in result["directories"]]
+               + [f"write {n}" for n in result["written"]] + [f"remove {n}" for n in result["removed"]])
     module.exit_json(changed=result["changed"], written=result["written"], removed=result["removed"],
+                     directories=result["directories"],
                      diff={"before": "", "after": "".join(c + "\n" for c in changes)})
 
 

@@ -78,8 +78,7 @@ class Balancer:
 
     def conn(self, src, dst, sport, dport, proto):
         name, key = abi.conn_key(src, dst, sport, dport, proto)
-        raw = self.m[name].lookup(bytes(key))
-        return None if raw is None else abi.LbConn.from_bytes(raw).real_idx
+        return abi.conn_get(self.m[name], key)
 
 
 def ring_of(reals, size=abi.RING_SIZE):
@@ -96,22 +95,7 @@ def _rol(x, k):
     return ((x << k) | (x >> (32 - k))) & _M
 
 
-def _final(a, b, c):
-    c ^= b
-    c = (c - _rol(b, 14)) & _M
-    a ^= c
-    a = (a - _rol(c, 11)) & _M
-    b ^= a
-    b = (b - _rol(a, 25)) & _M
-    c ^= b
-    c = (c - _rol(b, 16)) & _M
-    a ^= c
-    a = (a - _rol(c, 4)) & _M
-    b ^= a
-    b = (b - _rol(a, 14)) & _M
-    c ^= b
-    c = (c - _rol(b, 24)) & _M
-    return a, b, c
+_final = abi.jhash_final
 
 
 def _mix(a, b, c):

@@ -64,7 +64,7 @@ def dump(pin_root):
         with libbpf.Map.from_pin(path) as m:
             if name == abi.MAP_RINGS:
                 out[name] = [(i, _ring_digest(m, i)) for i in range(m.info["max_entries"])]
-            elif name in (abi.MAP_CONNS, abi.MAP_VIP_STATS, abi.MAP_REAL_STATS, abi.MAP_GLOBAL):
+            elif name in abi.CONN_MAPS + (abi.MAP_VIP_STATS, abi.MAP_REAL_STATS, abi.MAP_GLOBAL):
                 continue
             elif name == balancer.CTL_VIP_REALS:
                 # Entry 0 is the installed ring's map id: compared through the rings instead.

@@ -1,13 +1,15 @@
 """The balancer engine against real pinned maps: diff-only writes, reference counting, ordering,
 interrupted runs, reload and atomic replace, gateway resolution and the generic map codec."""
 import os
+import shutil
 import struct
+import subprocess
 import threading
 
 import pytest
 
 from backend_netns import NetNS
-from balancer_env import BALANCER_O, PASS_O, BalancerNS, build_objects, dump, logical
+from balancer_env import BALANCER_O, BPF_DIR, PASS_O, BalancerNS, build_objects, dump, logical
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import (
     abi, balancer, bpfmap, hostnet, libbpf, maglev, program, vips, vipspec)
@@ -237,6 +239,54 @@ def test_reload_keeps_maps_and_replace_is_never_detached(lbns):
     assert dump(pin) == before, "the reload kept every pinned map's contents"
     assert (undo["action"], undo["prog_id"]) == ("rolled back", swapped["prog_id"])
     assert redo["prog_id"] == back["prog_id"], "a second rollback undoes the first"
+
+
+def _variant(tmp_path, cflags):
+    """balancer.o built with other sizes, as a later release with a changed map layout would be."""
+    for name in ("balancer.c", "lb_abi.h", "Makefile"):
+        shutil.copy(os.path.join(BPF_DIR, name), str(tmp_path))
+    subprocess.run(["make", "-s", "-C", str(tmp_path), "balancer.o", "LB_CFLAGS=" + cflags], check=True)
+    return str(tmp_path / "balancer.o")
+
+
+def test_upgrade_that_changes_the_connection_table_layout_keeps_the_configuration(lbns, tmp_path):
+    pin = lbns.pin_root
+    vips.ensure(pin, spec(vip(), vip(address="2001:db8::10", reals=["2001:db8:1::1"])))
+    before = dump(pin)
+    newer = _variant(tmp_path, "-DLB_CONN_TABLE_SIZE=4096")
+    check = lbns.run(program.ensure, newer, "lb0", pin_root=pin, check_mode=True)
+    assert check["changed"] and check["action"] == "replaced"
+    assert any("lb_conns4, lb_conns: layout changed" in w for w in check["warnings"]), check["warnings"]
+    with libbpf.Map.from_pin(os.path.join(pin, abi.MAP_CONNS4)) as m:
+        assert m.info["max_entries"] == abi.CONN_SETS, "check mode re-created nothing"
+
+    res = lbns.run(program.ensure, newer, "lb0", pin_root=pin)
+    assert res["action"] == "replaced"
+    assert {n for n, m in res["maps"].items() if not m["reused"]} == set(abi.CONN_MAPS)
+    for name in abi.CONN_MAPS:
+        with libbpf.Map.from_pin(os.path.join(pin, name)) as m:
+            assert m.info["max_entries"] == 4096 // abi.CONN_WAYS
+    assert dump(pin) == before, "VIPs, reals, rings and config are kept"
+    again = lbns.run(program.ensure, newer, "lb0", pin_root=pin)
+    assert again["action"] == "unchanged" and not again["warnings"]
+
+
+def test_upgrade_that_changes_a_configuration_map_is_refused(lbns, tmp_path):
+    pin = lbns.pin_root
+    vips.ensure(pin, spec(vip()))
+    before = dump(pin)
+    ids = {}
+    for name in abi.CONN_MAPS:
+        with libbpf.Map.from_pin(os.path.join(pin, name)) as m:
+            ids[name] = m.info["id"]
+    with pytest.raises(Exception) as info:
+        lbns.run(program.ensure, _variant(tmp_path, "-DLB_MAX_REALS=1024 -DLB_CONN_TABLE_SIZE=4096"), "lb0",
+                 pin_root=pin)
+    assert info.value.field == "pin_root" and "lb_reals" in str(info.value)
+    assert dump(pin) == before
+    for name, map_id in ids.items():
+        with libbpf.Map.from_pin(os.path.join(pin, name)) as m:
+            assert m.info["id"] == map_id, "the connection tables are kept when the load is refused"
 
 
 def test_native_mode_fails_where_the_driver_cannot(lbns):

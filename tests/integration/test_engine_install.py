@@ -85,3 +85,22 @@ def test_dest_that_is_a_file_is_refused_by_name(dest):
     result = _run(dest)
     assert result.get("field") == "dest" and "is not a directory" in result["msg"] and dest in result["msg"]
     assert os.path.isfile(dest)
+
+
+def test_directories_are_created_or_tightened_to_0700_in_the_same_task(dest, tmp_path):
+    lib, objects, state = str(tmp_path / "lib"), str(tmp_path / "lib" / "bpf"), str(tmp_path / "etc" / "xdplb")
+    args = "dest=%s directories=%s,%s,%s" % (dest, lib, objects, state)
+    check = install.ensure(dest, check_mode=True, directories=[lib, objects, state])
+    assert check["directories"] == [lib, objects, state] and not os.path.exists(lib)
+    first = adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install", args)["localhost"]
+    assert first["changed"] and first["directories"] == [lib, objects, state], first
+    assert all(stat.S_IMODE(os.stat(d).st_mode) == 0o700 for d in (lib, objects, state, dest))
+    os.chmod(state, 0o755)
+    again = adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install", args)["localhost"]
+    assert again["changed"] and again["directories"] == [state] and again["written"] == []
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    assert not adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install", args)["localhost"]["changed"]
+    open(str(tmp_path / "etc" / "plain"), "w").close()
+    refused = adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install",
+                    "dest=%s directories=%s" % (dest, tmp_path / "etc" / "plain"))["localhost"]
+    assert refused.get("field") == "directories" and "is not a directory" in refused["msg"]

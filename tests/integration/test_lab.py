@@ -85,6 +85,30 @@ def test_connection_reports_the_namespace_facts_and_keeps_host_bpffs(lab):
     assert listing[PREFIX + "lb1"]["stdout"] == marker
 
 
+def _xdp_prog_id(host):
+    info = adhoc(INVENTORY, PREFIX + host, "xdplb.katran.lb_info",
+                 f"pin_root={PIN_ROOT}/{PREFIX}{host}/balancer interface=eth0")
+    return info[PREFIX + host]["program"]["prog_id"]
+
+
+def test_an_object_that_does_not_load_is_rolled_back_and_the_old_one_keeps_running(lab, tmp_path):
+    role = os.path.join(REPO, "tests", "integration", "playbooks", "balancer_role.yml")
+    playbook(role, "-i", INVENTORY)
+    before = _xdp_prog_id("lb1")
+    junk = tmp_path / "balancer.o"
+    junk.write_bytes(b"\x7fELF not really an object")
+    rc, data = playbook(role, "-i", INVENTORY, "-e", f"balancer_object={junk}", check=False)
+    assert rc != 0
+    failed = task_results(data, "xdplb.katran.balancer : Report the rollback")[PREFIX + "lb1"]
+    assert "previous state was restored" in failed["msg"] and "object" in failed["msg"], failed["msg"]
+    # The candidate never loaded, so the rescue finds the known-good program still attached.
+    assert task_results(data, "xdplb.katran.balancer : Roll back to the last object that worked")[PREFIX + "lb1"]["action"] == "unchanged"
+    assert _xdp_prog_id("lb1") == before, "the program that worked is still attached"
+    rc, data = playbook(role, "-i", INVENTORY)
+    assert _xdp_prog_id("lb1") == before
+    assert changed_total(data) == 1, "only the candidate file changes back to the good object"
+
+
 def test_missing_namespace_is_unreachable_with_its_name(tmp_path):
     inventory = tmp_path / "inventory.yml"
     inventory.write_text("all:\n  hosts:\n    xkl-nowhere:\n      ansible_connection: xdplb.katran.netns\n")

@@ -97,8 +97,8 @@ EXPECTED_MAPS = {
     abi.MAP_VIP_TABLE: ("ARRAY", abi.VIP_TABLE_SIZE, ("int", 4), "lb_vip_entry"),
     abi.MAP_REALS: ("ARRAY", abi.MAX_REALS, ("int", 4), "lb_real"),
     abi.MAP_RINGS: ("ARRAY_OF_MAPS", abi.MAX_VIPS, ("int", 4), None),
-    abi.MAP_CONNS: ("LRU_HASH", abi.CONN_TABLE_SIZE, "lb_flow", "lb_conn"),
-    abi.MAP_CONNS4: ("LRU_HASH", abi.CONN_TABLE_SIZE, "lb_flow4", "lb_conn"),
+    abi.MAP_CONNS: ("ARRAY", abi.CONN_SETS, ("int", 4), "lb_conn_set6"),
+    abi.MAP_CONNS4: ("ARRAY", abi.CONN_SETS, ("int", 4), "lb_conn_set4"),
     abi.MAP_CONFIG: ("ARRAY", 1, ("int", 4), "lb_config"),
     abi.MAP_VIP_STATS: ("PERCPU_ARRAY", abi.MAX_VIPS, ("int", 4), "lb_stats"),
     abi.MAP_REAL_STATS: ("PERCPU_ARRAY", abi.MAX_REALS, ("int", 4), "lb_stats"),
@@ -113,7 +113,7 @@ def test_maps_match_the_mirror(btf):
     for name, (kind, entries, key, value) in EXPECTED_MAPS.items():
         d = maps[name]
         assert (d["type"], d["max_entries"], d["key"], d.get("value")) == (BPF_MAP_TYPE[kind], entries, key, value), name
-        assert d.get("map_flags", 0) == (abi.CONN_TABLE_FLAGS if name in abi.CONN_MAPS else 0), name
+        assert d.get("map_flags", 0) == 0, name
         for t in (d["key"], d.get("value")):
             assert not isinstance(t, str) or t in mirrored, "%s uses struct %s, not mirrored in abi.py" % (name, t)
     inner = maps[abi.MAP_RINGS]["inner"]

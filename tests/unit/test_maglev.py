@@ -95,6 +95,47 @@ def test_populate_matches_katran_loop_full_size():
     assert maglev._populate(prefs, weights, M) == _katran_v2(prefs, weights, M)
 
 
+def _rounds_brute_force(weights, size):
+    """Turn order by simulating rounds one by one, straight from the definition."""
+    wmax = max(weights)
+    order = []
+    r = 0
+    while len(order) < size:
+        r += 1
+        order.extend(i for i, w in enumerate(weights) if r * w // wmax > (r - 1) * w // wmax)
+    return order[:size]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_turn_order_matches_round_simulation(seed):
+    # Covers both ways _turn_order works: one period repeated (sum of weights <= size) and the
+    # first rounds cut short (sum of weights > size), with drained reals and a single real.
+    rnd = random.Random(seed)
+    size = rnd.choice([7, 13, 101, 251, 1009])
+    n = rnd.randint(1, 30)
+    top = rnd.choice([1, 3, 10, 100, 2000])
+    weights = [rnd.choice([0, rnd.randint(1, top)]) for _unused in range(n)]
+    if not any(weights):
+        weights[rnd.randrange(n)] = rnd.randint(1, top)
+    assert maglev._turn_order(weights, size) == _rounds_brute_force(weights, size)
+
+
+@pytest.mark.parametrize(
+    "weights, size",
+    [
+        ([1, 65535], 65537),  # one period of 65536 turns, then one turn of the next
+        ([2, 65535], 65537),  # exactly one period
+        ([3, 65535], 65537),  # not even one period
+        ([65535, 1, 0, 65535], 251),
+        ([5] * 20, 13),  # equal weights, more reals than slots
+        ([3] * 7, 7),
+        ([0, 0, 4], 7),
+    ],
+)
+def test_turn_order_edge_cases(weights, size):
+    assert maglev._turn_order(weights, size) == _rounds_brute_force(weights, size)
+
+
 # --- Quality bars ------------------------------------------------------------------------------
 
 
@@ -143,6 +184,16 @@ def test_zero_weight_gets_no_slots_and_changes_nothing():
     ring = build_ring(with_drained)
     assert 7 not in ring
     assert _owners(with_drained, ring) == _owners(reals, build_ring(reals))
+
+
+def test_more_than_256_listed_reals():
+    # Indices past 255 (here only drained reals and the active ones after them) take the general
+    # translation path; the ring must be the one of the active reals alone.
+    active = [(k, 1 + i % 3) for i, k in enumerate(_keys(10, prefix="10.1"))]
+    listed = [(k, 0) for k in _keys(300)] + active
+    ring = build_ring(listed, 1009)
+    assert min(ring) == 300
+    assert _owners(listed, ring) == _owners(active, build_ring(active, 1009))
 
 
 def test_single_real_owns_every_slot():

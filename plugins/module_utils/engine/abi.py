@@ -14,11 +14,13 @@ Constants: MAX_VIPS, MAX_REALS, RING_SIZE, CONN_TABLE_SIZE (build defaults; the 
 object's map max_entries are authoritative), FAMILY_*, ADDR_F_*, VIP_F_*, CFG_F_*,
 MAP_* (map names), PROG_BALANCER, OBJECT_BALANCER.
 Structs (ctypes; bytes(s) is the map key/value): LbAddr, LbAddrMeta, LbVipKey, LbVipMeta, LbVipEntry,
-LbReal, LbFlow, LbFlow4, LbConn, LbConfig, LbStats, LbGlobalStats; STRUCTS maps C name -> class.
+LbReal, LbFlow, LbFlow4, LbConn4, LbConn6, LbConnSet4, LbConnSet6, LbConfig, LbStats, LbGlobalStats;
+STRUCTS maps C name -> class.
 Builders: ip_bytes(ip) -> (16 bytes, family), addr_key(ip), vip_key(ip, port, proto), vip_meta(num, flags), real(ip),
 conn_key(src, dst, sport, dport, proto) -> (MAP_CONNS4 | MAP_CONNS, key), config(if_mac, gw_mac, ...).
-Connection table: two LRU maps, CONN_MAPS = (lb_conns4: LbFlow4 keys, lb_conns: LbFlow keys),
-both with LbConn values.
+Connection table: two set-associative arrays, CONN_MAPS = (lb_conns4: LbConnSet4 values,
+lb_conns: LbConnSet6 values). conn_set_index(key) -> set, conn_get(conns_map, key) -> real index
+| None, conn_real_refs(conns_map) -> set of real indices recorded; jhash_3words mirrors the kernel's.
 Decoders: LbAddr/LbReal/LbVipKey/LbFlow .ip-style properties, from_bytes(cls, raw).
 VIPs (never write lb_vip_table directly): vip_set(table_map, key, meta), vip_delete(table_map,
 key) -> bool, vip_get(table_map, key) -> LbVipMeta | None, vips(table_map) -> [(key, meta)].
@@ -27,7 +29,8 @@ VIP addresses (call it with the new set BEFORE adding VIPs on a new address, and
 the last VIP of an address); addr_filter_bit(ip) -> (word, bit).
 Readers (per-CPU values summed): read_stats(map, key_index, cls=LbStats) -> dict,
 global_stats(map) -> dict.
-Rings: ring_replace(rings_map, vip_num, ring, on_step=None) swaps in a new ring atomically;
+Rings: ring_replace(rings_map, vip_num, ring, on_step=None) swaps in a new ring atomically (or
+ring_new(ring) for each, then rings_install(rings_map, {vip_num: inner}) for many in one batch);
 ring_read(rings_map, vip_num) -> list | None; ring_remove(rings_map, vip_num).
 """
 
@@ -44,8 +47,11 @@ from . import libbpf
 MAX_VIPS = 512
 MAX_REALS = 4096
 RING_SIZE = 65537
-CONN_TABLE_SIZE = 262144
-CONN_TABLE_FLAGS = 0
+CONN_TABLE_SIZE = 65536
+CONN_WAYS = 4
+CONN_SETS = CONN_TABLE_SIZE // CONN_WAYS
+CONN_MAGIC = 0x434F4E4E
+CONN_HASH_SEED = 0x6C62636E
 ADDR_FILTER_SHIFT = 14
 ADDR_FILTER_BITS = 1 << ADDR_FILTER_SHIFT
 ADDR_FILTER_MULT = 0x9E3779B1
@@ -199,9 +205,24 @@ class LbFlow4(_Struct):
         return ipaddress.IPv4Address(bytes(self.dst))
 
 
-class LbConn(_Struct):
-    _c_name_ = "lb_conn"
-    _fields_ = [("real_idx", _u32), ("pad", _u32)]
+class LbConn4(_Struct):
+    _c_name_ = "lb_conn4"
+    _fields_ = [("flow", LbFlow4), ("real_idx", _u32), ("atime", _u32), ("check", _u32), ("pad", _u32)]
+
+
+class LbConn6(_Struct):
+    _c_name_ = "lb_conn6"
+    _fields_ = [("flow", LbFlow), ("real_idx", _u32), ("atime", _u32), ("check", _u32), ("pad", _u32)]
+
+
+class LbConnSet4(_Struct):
+    _c_name_ = "lb_conn_set4"
+    _fields_ = [("way", LbConn4 * CONN_WAYS)]
+
+
+class LbConnSet6(_Struct):
+    _c_name_ = "lb_conn_set6"
+    _fields_ = [("way", LbConn6 * CONN_WAYS)]
 
 
 class LbConfig(_Struct):
@@ -224,7 +245,8 @@ class LbGlobalStats(_Struct):
 
 
 STRUCTS = {cls._c_name_: cls for cls in (LbAddr, LbAddrMeta, LbVipKey, LbVipMeta, LbVipEntry, LbReal, LbFlow,
-                                         LbFlow4, LbConn, LbConfig, LbStats, LbGlobalStats)}
+                                         LbFlow4, LbConn4, LbConn6, LbConnSet4, LbConnSet6, LbConfig, LbStats,
+                                         LbGlobalStats)}
 
 
 # ---------------------------------------------------------------- builders
@@ -369,6 +391,66 @@ def vips(table_map):
     return out
 
 
+# ---------------------------------------------------------------- connection table
+_M32 = 0xFFFFFFFF
+_JHASH_INITVAL = 0xDEADBEEF
+
+
+def _rol32(x, k):
+    return ((x << k) | (x >> (32 - k))) & _M32
+
+
+def jhash_final(a, b, c):
+    """The kernel's __jhash_final on three 32-bit words: (a, b, c) after mixing."""
+    for x, y, k in ((2, 1, 14), (0, 2, 11), (1, 0, 25), (2, 1, 16), (0, 2, 4), (1, 0, 14), (2, 1, 24)):
+        w = [a, b, c]
+        w[x] ^= w[y]
+        w[x] = (w[x] - _rol32(w[y], k)) & _M32
+        a, b, c = w
+    return a, b, c
+
+
+def jhash_3words(a, b, c, initval):
+    """The kernel's jhash_3words (lookup3), as balancer.c computes it."""
+    initval = (initval + _JHASH_INITVAL + (3 << 2)) & _M32
+    return jhash_final((a + initval) & _M32, (b + initval) & _M32, (c + initval) & _M32)[2]
+
+
+def conn_set_index(key, sets=CONN_SETS):
+    """Set of a connection-table key (LbFlow4 or LbFlow) in lb_conns4 / lb_conns."""
+    k = _words(bytes(key))
+    if len(k) == 4:
+        h = jhash_3words(k[0], k[1], k[2] ^ k[3], CONN_HASH_SEED)
+    else:
+        h = jhash_3words(k[0] ^ k[1] ^ k[2] ^ k[3], k[4] ^ k[5] ^ k[6] ^ k[7], k[8] ^ k[9], CONN_HASH_SEED)
+    return h & (sets - 1)
+
+
+def conn_check(key, real_idx):
+    check = CONN_MAGIC ^ real_idx
+    for x in _words(bytes(key)):
+        check ^= x
+    return check
+
+
+def conn_get(conns_map, key):
+    """Real index recorded for the flow `key` (from conn_key), or None."""
+    raw = conns_map.lookup(_index(conn_set_index(key, conns_map.info["max_entries"])))
+    cls = LbConnSet4 if isinstance(key, LbFlow4) else LbConnSet6
+    for e in cls.from_bytes(raw).way:
+        if bytes(e.flow) == bytes(key) and e.check == conn_check(key, e.real_idx):
+            return e.real_idx
+    return None
+
+
+def conn_real_refs(conns_map):
+    """Real indices that any entry of a connection table points at (valid or not: a torn entry
+    counts too, which only makes the caller more careful)."""
+    _unused, blob = conns_map.lookup_batch(raw=True)
+    words = conns_map.value_size // 4 // CONN_WAYS  # per entry: key, real_idx, atime, check, pad
+    return set(array.array("I", blob)[words - 4::words]) - {0}
+
+
 # ---------------------------------------------------------------- address filter
 def addr_filter_bit(ip):
     """(word index, bit) of `ip` in lb_addr_filter, as the data plane computes it."""
@@ -421,14 +503,10 @@ def _ring_slots(values):
     return slots.tobytes()
 
 
-def ring_replace(rings_map, vip_num, ring, on_step=None, steps=8):
-    """Install `ring` (sequence of real indices, len == the object's ring size) for vip_num.
-
-    The ring is written into a NEW inner map, which then replaces the slot's old one in a
-    single map update: packets see the old ring or the new one, never a mix. on_step(), if
-    given, is called between the `steps` fill steps (tests send packets mid-write).
-    """
-    ring = list(ring)
+def ring_new(ring, on_step=None, steps=8):
+    """A new inner ring map holding `ring` (real indices, len == the object's ring size), not yet
+    installed: put it in place with rings_install(), then close it. on_step(), if given, is called
+    between the `steps` fill steps (tests send packets mid-write)."""
     inner = libbpf.Map.create(libbpf.BPF_MAP_TYPE_ARRAY, RING_INNER_KEY_SIZE, RING_INNER_VALUE_SIZE,
                               len(ring), name="lb_ring", map_flags=RING_INNER_FLAGS)
     try:
@@ -439,12 +517,40 @@ def ring_replace(rings_map, vip_num, ring, on_step=None, steps=8):
                 mem[start:start + step] = blob[start:start + step]
                 if on_step:
                     on_step()
-        rings_map.update(_index(vip_num), _index(inner.fd))
+    except BaseException:
+        inner.close()
+        raise
+    return inner
+
+
+def rings_install(rings_map, rings):
+    """Install {vip_num: inner map from ring_new()} in lb_rings with one batch update.
+
+    Each slot still swaps atomically (packets see the old ring or the new one, never a mix). One
+    batch because the kernel waits for running programs (an RCU grace period, ~9 ms measured here)
+    after every update of a map-in-map, and once per batch.
+    """
+    if not rings:
+        return
+    nums = sorted(rings)
+    try:
+        rings_map.update_batch([_index(n) for n in nums], [_index(rings[n].fd) for n in nums])
     except libbpf.BpfError as exc:
         if exc.errno == errno.EINVAL:
-            raise libbpf.BpfError("ring for VIP %d has %d slots; the loaded balancer expects its "
-                                  "built-in LB_RING_SIZE" % (vip_num, len(ring)), exc.errno, exc.message)
+            raise libbpf.BpfError("ring for VIP %s has %s slots; the loaded balancer expects its built-in "
+                                  "LB_RING_SIZE" % (", ".join(map(str, nums)),
+                                                    "/".join(sorted({str(rings[n].info["max_entries"])
+                                                                     for n in nums}))),
+                                  exc.errno, exc.message)
         raise
+
+
+def ring_replace(rings_map, vip_num, ring, on_step=None, steps=8):
+    """Install `ring` for vip_num: written into a NEW inner map, which then replaces the slot's old
+    one in a single map update (see ring_new and rings_install)."""
+    inner = ring_new(ring, on_step, steps)
+    try:
+        rings_install(rings_map, {vip_num: inner})
     finally:
         # The outer map holds its own reference; the inner map lives as long as the slot.
         inner.close()

@@ -44,7 +44,7 @@ from .errors import EngineError
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/xdplb"
 CTL_VIP_REALS = "ctl_vip_reals"
 BALANCER_MAPS = (abi.MAP_ADDR_FILTER, abi.MAP_VIP_ADDRS, abi.MAP_VIP_TABLE, abi.MAP_REALS, abi.MAP_RINGS,
-                 abi.MAP_CONNS, abi.MAP_CONFIG, abi.MAP_VIP_STATS, abi.MAP_REAL_STATS, abi.MAP_GLOBAL)
+                 abi.MAP_CONNS4, abi.MAP_CONNS, abi.MAP_CONFIG, abi.MAP_VIP_STATS, abi.MAP_REAL_STATS, abi.MAP_GLOBAL)
 _PROTO_NAMES = {num: name for name, num in abi.PROTOS.items()}
 
 

@@ -45,14 +45,27 @@ def plan(dest, files):
     return write, remove
 
 
-def ensure(dest, check_mode=False, files=None):
-    """Make ``dest`` hold exactly the engine's files; returns {changed, written, removed, mode_fixed}."""
+def _loose_or_missing(path):
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise EngineError(f"directories: {path} exists and is not a directory", field="directories", value=path)
+    return not os.path.isdir(path) or os.stat(path).st_mode & 0o077 != 0
+
+
+def ensure(dest, check_mode=False, files=None, directories=()):
+    """Make ``dest`` hold exactly the engine's files, and each of ``directories`` exist with mode 0700
+    (created or tightened; the roles keep their object and state there). Returns {changed, written,
+    removed, mode_fixed, directories}: ``directories`` lists those created or tightened."""
     files = sources() if files is None else files
+    dirs = [d for d in directories if _loose_or_missing(d)]
     write, remove = plan(dest, files)
     mode_fixed = os.path.isdir(dest) and os.stat(dest).st_mode & 0o077 != 0
-    changed = bool(write or remove or mode_fixed or not os.path.isdir(dest))
+    changed = bool(write or remove or mode_fixed or dirs or not os.path.isdir(dest))
+    result = dict(changed=changed, written=write, removed=remove, mode_fixed=mode_fixed, directories=dirs)
     if check_mode or not changed:
-        return dict(changed=changed, written=write, removed=remove, mode_fixed=mode_fixed)
+        return result
+    for path in dirs:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
     os.makedirs(dest, mode=0o700, exist_ok=True)
     os.chmod(dest, 0o700)
     for name in write:
@@ -73,4 +86,4 @@ def ensure(dest, check_mode=False, files=None):
         # Stale bytecode would be ignored anyway (mtime check), but a renamed module's would linger.
         for name in os.listdir(cache):
             os.unlink(os.path.join(cache, name))
-    return dict(changed=True, written=write, removed=remove, mode_fixed=mode_fixed)
+    return result

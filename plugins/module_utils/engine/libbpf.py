@@ -298,6 +298,11 @@ class _Lib:
             "bpf_map__name": (c.c_char_p, [P]),
             "bpf_map__set_pin_path": (c.c_int, [P, c.c_char_p]),
             "bpf_map__pin_path": (c.c_char_p, [P]),
+            "bpf_map__type": (c.c_int, [P]),
+            "bpf_map__key_size": (c.c_uint32, [P]),
+            "bpf_map__value_size": (c.c_uint32, [P]),
+            "bpf_map__max_entries": (c.c_uint32, [P]),
+            "bpf_map__map_flags": (c.c_uint32, [P]),
             "bpf_map_update_elem": (c.c_int, [c.c_int, P, P, c.c_uint64]),
             "bpf_map_lookup_elem": (c.c_int, [c.c_int, P, P]),
             "bpf_map_delete_elem": (c.c_int, [c.c_int, P]),
@@ -427,6 +432,17 @@ class BpfObject:
         m = _L().bpf.bpf_object__find_map_by_name(self._obj, _enc(name))
         p = _L().bpf.bpf_map__pin_path(m) if m else None
         return p.decode() if p else None
+
+    def map_def(self, name):
+        """The object's definition of map `name`, in map_info()'s terms (what pin reuse compares)."""
+        self._need(loaded=False)
+        m = _L().bpf.bpf_object__find_map_by_name(self._obj, _enc(name))
+        if not m:
+            raise BpfError("no map %r in %s" % (name, self.path), _errno.ENOENT)
+        b = _L().bpf
+        return {"type": b.bpf_map__type(m), "key_size": b.bpf_map__key_size(m),
+                "value_size": b.bpf_map__value_size(m), "max_entries": b.bpf_map__max_entries(m),
+                "map_flags": b.bpf_map__map_flags(m)}
 
     def close(self):
         if self._obj:

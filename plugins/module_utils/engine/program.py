@@ -2,6 +2,9 @@
 
 * Pinning: libbpf reuses maps already pinned under the pin root (LIBBPF_PIN_BY_NAME), so a
   reload or an upgrade keeps VIPs, reals, rings and connections; the pin root is created 0700.
+  A map whose layout the new object changed cannot be reused: the connection tables (flow state
+  the data plane writes for itself) are then replaced by empty ones, with a warning; any other
+  map refuses the load, since it holds configuration only the control plane can rebuild.
 * Idempotence: the kernel's program tag is a hash of the instructions with map references left
   out, so "same tag, and the attached program uses the maps pinned under the pin root" means the
   running program is the one asked for: nothing to do. force=True reloads anyway.
@@ -16,7 +19,7 @@ import errno
 import os
 import socket
 
-from . import libbpf, validate
+from . import abi, libbpf, validate
 from .errors import EngineError
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/xdplb"
@@ -24,6 +27,9 @@ PREVIOUS_PIN = "xdp_previous"
 BPFFS = "/sys/fs/bpf"
 MODES = ("auto", "native", "generic")
 _ELF = b"\x7fELF"
+# Established flows lose their entries with the table, and follow the ring instead: the same
+# real as long as the VIP's ring has not changed since the flow started.
+REBUILDABLE_MAPS = abi.CONN_MAPS
 
 
 def _bpf(field, what, exc):
@@ -152,21 +158,52 @@ def _pin_paths(obj):
     return {n: obj.map_pin_path(n) for n in obj.map_names() if obj.map_pin_path(n)}
 
 
+def _outdated_pins(obj, pins, names):
+    """Maps among `names` whose pin exists but no longer matches the object's definition."""
+    out = []
+    for name in names:
+        path = pins.get(name)
+        if not path or not os.path.exists(path):
+            continue
+        fd = libbpf.obj_get(path)
+        try:
+            info = libbpf.map_info(fd)
+        finally:
+            libbpf.close_fd(fd)
+        want = obj.map_def(name)
+        if any(info[k] != v for k, v in want.items()):
+            out.append(name)
+    return out
+
+
 def _load(object_path, pin_root, program, check_mode):
-    """(loaded object, program name, {map: pin path}, {map: id pinned before}). Caller closes."""
+    """(loaded object, program name, {map: pin path}, {map: id pinned before}, [maps re-created]).
+
+    Caller closes the object."""
     try:
         probe = libbpf.BpfObject(object_path, pin_root_path=pin_root)
     except libbpf.BpfError as exc:
         _bpf("object", "cannot open %s" % object_path, exc)
     try:
         pins = _pin_paths(probe)
-        before = _pinned_ids(probe, pins)
+        outdated = _outdated_pins(probe, pins, pins)
+        kept = [n for n in outdated if n not in REBUILDABLE_MAPS]
+        if kept:
+            # Refused before anything is touched, connection tables included.
+            raise EngineError(
+                "pin_root: the maps %s pinned under %s do not match %s (built with other sizes?). "
+                "Remove them (xdp_program state=absent remove_pins=true) to start with empty maps."
+                % (", ".join(kept), pin_root, object_path), field="pin_root", value=pin_root)
+        before = _pinned_ids(probe, [n for n in pins if n not in outdated])
         name = _pick_program(probe, program)
     except BaseException:
         probe.close()
         raise
     if check_mode:
         probe.close()
+    else:
+        for n in outdated:
+            os.unlink(pins[n])  # the running program keeps its table until it is replaced
     obj = libbpf.BpfObject(object_path, pin_maps=False) if check_mode else probe
     try:
         obj.load()
@@ -178,7 +215,7 @@ def _load(object_path, pin_root, program, check_mode):
                 "Remove them (xdp_program state=absent remove_pins=true) to start with empty maps."
                 % (pin_root, object_path, exc), field="pin_root", value=pin_root) from exc
         _bpf("object", "cannot load %s" % object_path, exc)
-    return obj, name, pins, before
+    return obj, name, pins, before, outdated
 
 
 def ensure(object_path, interface, mode="auto", pin_root=DEFAULT_PIN_ROOT, program=None,
@@ -195,7 +232,14 @@ def ensure(object_path, interface, mode="auto", pin_root=DEFAULT_PIN_ROOT, progr
     except libbpf.BpfError as exc:
         _bpf("interface", "cannot query XDP on %s" % interface, exc)
     res["previous"] = _public(before)
-    obj, name, pins, pinned_before = _load(object_path, pin_root, program, check_mode)
+    obj, name, pins, pinned_before, outdated = _load(object_path, pin_root, program, check_mode)
+    if outdated:
+        res["changed"] = True
+        res["actions"].append("re-created with the new layout: %s" % ", ".join(outdated))
+        res["warnings"].append(
+            "%s: layout changed in %s, %s by an empty table; established flows follow their VIP's "
+            "ring (the same real unless the ring changed since they started)"
+            % (", ".join(outdated), object_path, "would be replaced" if check_mode else "replaced"))
     try:
         fd = obj.program_fd(name)
         info = libbpf.prog_info(fd)
@@ -205,7 +249,7 @@ def ensure(object_path, interface, mode="auto", pin_root=DEFAULT_PIN_ROOT, progr
             map_ids = {n: obj.map(n).info["id"] for n in pins}
         res["maps"] = {n: {"pin": pins[n], "id": map_ids.get(n), "reused": n in pinned_before}
                        for n in sorted(pins)}
-        created = sorted(n for n in pins if n not in pinned_before)
+        created = sorted(n for n in pins if n not in pinned_before and n not in outdated)
         if created:
             res["actions"].append("pinned new maps: %s" % ", ".join(created))
         same = (before is not None and before["tag"] == info["tag"] and not created

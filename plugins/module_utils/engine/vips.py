@@ -17,6 +17,9 @@ from .errors import EngineError
 
 # Parallel ring builds pay off once a few rings are new (fork + result transfer ~ 10 ms each).
 _PARALLEL_MIN = 8
+# Rings installed per batch update: one wait for running programs per batch instead of per ring,
+# while at most this many new rings (520 KiB each at the default size) are held open at once.
+_RING_BATCH = 64
 
 
 def _fail(field, value, msg):
@@ -159,9 +162,9 @@ class _Allocator:
 
     def _reusable_tombstone(self, needed):
         if self._conn_refs is None:
-            values = self.bal.maps[abi.MAP_CONNS].lookup_batch(raw=True)[1]
-            step = self.bal.maps[abi.MAP_CONNS].value_size
-            self._conn_refs = set(array.array("I", values)[0::step // 4]) if values else set()
+            self._conn_refs = set()
+            for name in abi.CONN_MAPS:
+                self._conn_refs |= abi.conn_real_refs(self.bal.maps[name])
         spare = sorted(i for a, i in self.state.tomb.items() if a not in needed and i not in self.in_use)
         for idx in spare:
             if idx not in self._conn_refs:
@@ -384,8 +387,11 @@ def apply(bal, p, on_step=None):
         for addr, flags in p.addr_writes.items():
             m[abi.MAP_VIP_ADDRS].update(bytes(abi.addr_key(addr)), bytes(abi.LbAddrMeta(flags=flags)))
         step("addresses")
-        for u in p.upserts:
-            if u["write"]:
+        writes = [u for u in p.upserts if u["write"]]
+        for start in range(0, len(writes), _RING_BATCH):
+            chunk = writes[start:start + _RING_BATCH]
+            _install_rings(bal, [u for u in chunk if u["need_ring"] and u["ring"] is not None])
+            for u in chunk:
                 _write_vip(bal, ctl, u)
                 step("vip %s" % u["key"])
         for num in p.orphans:
@@ -404,13 +410,25 @@ def apply(bal, p, on_step=None):
         bpf_fail("writing the balancer maps under %s" % bal.pin_root, exc)
 
 
+def _install_rings(bal, upserts):
+    """New rings for these upserts, swapped in with one batch update (see abi.rings_install)."""
+    inner = {}
+    try:
+        for u in upserts:
+            inner[u["vip_num"]] = abi.ring_new(u["ring"])
+        abi.rings_install(bal.maps[abi.MAP_RINGS], inner)
+    finally:
+        for m in inner.values():
+            m.close()
+
+
 def _write_vip(bal, ctl, u):
+    """Record and table entry of an upsert, once its ring (if it needed a new one) is in place."""
     m = bal.maps
     num = u["vip_num"]
     rec = u["record"]
     if u["need_ring"]:
         if u["ring"] is not None:
-            abi.ring_replace(m[abi.MAP_RINGS], num, u["ring"])
             rec[0] = struct.unpack("=I", m[abi.MAP_RINGS].lookup(_u32(num)))[0]
         else:
             rec[0] = u["ring_id"]
