@@ -117,6 +117,8 @@ def main():
                                      for key in ("wall", "task_time", "vip_task", "rings_written")}
                               for step in runs[0]}
             for step in runs[0]:
+                results[shape][step]["task_time_runs"] = [round(r[step]["task_time"], 1) for r in runs]
+            for step in runs[0]:
                 results[shape][step]["slowest_of_first_run"] = runs[0][step]["slowest"]
         results["load_end"] = os.getloadavg()[0]
     finally:

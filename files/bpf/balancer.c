@@ -371,20 +371,29 @@ static __always_inline int vip_lookup(const struct lb_vip_key *key, struct lb_vi
 
 /* --------------------------------------------------------------- forward */
 /* The connection table (lb_abi.h). One scan of the flow's set finds its
- * entry (*way, returns 1) or, on a miss, the entry a new flow replaces
- * (*way, returns 0): its own stale 5-tuple is matched first, then an empty
- * entry, then the least recently used. Key words are compared and the check
- * recomputed from one read of real_idx, so a racing writer yields a miss. */
-struct conn_ref {
-	__u32 *e;   /* entry words: key, then real_idx, atime, check, pad */
-	__u32 nkey; /* key words: 4 (IPv4) or 10 (IPv6) */
-};
+ * entry (*out, returns 1) or, on a miss, the entry a new flow replaces
+ * (*out, returns 0): its own stale 5-tuple first, then an empty entry,
+ * then the least recently used. The check is recomputed from the same read
+ * of real_idx that is returned, so a racing writer yields a miss.
+ * Entry words: the key (n words), then real_idx, atime, check, pad. */
+#define CONN_REAL(n) (n)
+#define CONN_ATIME(n) ((n) + 1)
+#define CONN_CHECK(n) ((n) + 2)
+#define CONN_KEY4 (sizeof(struct lb_flow4) / 4)
+#define CONN_KEY6 (sizeof(struct lb_flow) / 4)
+_Static_assert(__builtin_offsetof(struct lb_conn4, real_idx) == 4 * CONN_REAL(CONN_KEY4) &&
+	       __builtin_offsetof(struct lb_conn4, atime) == 4 * CONN_ATIME(CONN_KEY4) &&
+	       __builtin_offsetof(struct lb_conn4, check) == 4 * CONN_CHECK(CONN_KEY4) &&
+	       __builtin_offsetof(struct lb_conn6, real_idx) == 4 * CONN_REAL(CONN_KEY6) &&
+	       __builtin_offsetof(struct lb_conn6, atime) == 4 * CONN_ATIME(CONN_KEY6) &&
+	       __builtin_offsetof(struct lb_conn6, check) == 4 * CONN_CHECK(CONN_KEY6),
+	       "conn entry layout: key words, then real_idx, atime, check");
 
 static __always_inline __u32 key_xor(const __u32 *k, __u32 n)
 {
 	__u32 x = k[0] ^ k[1] ^ k[2] ^ k[3];
 
-	if (n == 10)
+	if (n == CONN_KEY6)
 		x ^= k[4] ^ k[5] ^ k[6] ^ k[7] ^ k[8] ^ k[9];
 	return x;
 }
@@ -393,7 +402,7 @@ static __always_inline int key_eq(const __u32 *e, const __u32 *k, __u32 n)
 {
 	if (e[0] != k[0] || e[1] != k[1] || e[2] != k[2] || e[3] != k[3])
 		return 0;
-	if (n == 10)
+	if (n == CONN_KEY6)
 		return e[4] == k[4] && e[5] == k[5] && e[6] == k[6] && e[7] == k[7] && e[8] == k[8] &&
 		       e[9] == k[9];
 	return 1;
@@ -409,13 +418,13 @@ static __always_inline int conn_scan(__u32 *set, const __u32 *k, __u32 n, __u32 
 #pragma unroll
 	for (int i = 0; i < LB_CONN_WAYS; i++) {
 		__u32 *e = set + i * esz;
-		__u32 real = e[n], check = e[n + 2], age;
+		__u32 real = e[CONN_REAL(n)], check = e[CONN_CHECK(n)], age;
 
 		if (key_eq(e, k, n)) {
 			*out = e;
 			return check == (LB_CONN_MAGIC ^ kx ^ real);
 		}
-		age = check ? now - e[n + 1] : 0xffffffffU;
+		age = check ? now - e[CONN_ATIME(n)] : 0xffffffffU;
 		if (age > oldest) {
 			oldest = age;
 			victim = e;
@@ -433,15 +442,15 @@ static __always_inline __u32 conn_lookup(const struct pkt *p, __u32 now, __u32 *
 	__u32 set_idx, *set;
 
 	if (p->flow.family == LB_FAMILY_V6) {
-		*kx = key_xor(k, 10);
+		*kx = key_xor(k, CONN_KEY6);
 		set_idx = jhash_3words(k[0] ^ k[1] ^ k[2] ^ k[3], k[4] ^ k[5] ^ k[6] ^ k[7], k[8] ^ k[9],
 				       LB_CONN_HASH_SEED) & (LB_CONN_SETS - 1);
 		set = bpf_map_lookup_elem(&lb_conns, &set_idx);
 		if (!set)
 			return 0;
-		if (!conn_scan(set, k, 10, sizeof(struct lb_conn6) / 4, *kx, now, slot))
+		if (!conn_scan(set, k, CONN_KEY6, sizeof(struct lb_conn6) / 4, *kx, now, slot))
 			return 0;
-		return (*slot)[10];
+		return (*slot)[CONN_REAL(CONN_KEY6)];
 	} else {
 		struct lb_flow4 f = {
 			.src = p->flow.src[0],
@@ -452,14 +461,14 @@ static __always_inline __u32 conn_lookup(const struct pkt *p, __u32 now, __u32 *
 		};
 		const __u32 *k4 = (const __u32 *)&f;
 
-		*kx = key_xor(k4, 4);
+		*kx = key_xor(k4, CONN_KEY4);
 		set_idx = jhash_3words(k4[0], k4[1], k4[2] ^ k4[3], LB_CONN_HASH_SEED) & (LB_CONN_SETS - 1);
 		set = bpf_map_lookup_elem(&lb_conns4, &set_idx);
 		if (!set)
 			return 0;
-		if (!conn_scan(set, k4, 4, sizeof(struct lb_conn4) / 4, *kx, now, slot))
+		if (!conn_scan(set, k4, CONN_KEY4, sizeof(struct lb_conn4) / 4, *kx, now, slot))
 			return 0;
-		return (*slot)[4];
+		return (*slot)[CONN_REAL(CONN_KEY4)];
 	}
 }
 
@@ -467,7 +476,7 @@ static __always_inline __u32 conn_lookup(const struct pkt *p, __u32 now, __u32 *
  * (once per jiffy at most), so busy flows do not dirty the line per packet. */
 static __always_inline void conn_touch(const struct pkt *p, __u32 *e, __u32 now)
 {
-	__u32 *atime = e + (p->flow.family == LB_FAMILY_V6 ? 11 : 5);
+	__u32 *atime = e + (p->flow.family == LB_FAMILY_V6 ? CONN_ATIME(CONN_KEY6) : CONN_ATIME(CONN_KEY4));
 
 	if (*atime != now)
 		*atime = now;
@@ -700,8 +709,8 @@ static __always_inline int forward(struct ctx *c, struct pkt *p)
 		}
 	}
 	if (!real) {
-		/* The ring slot is read before a SYN's set is scanned: the two
-		 * cache misses of a new flow then overlap instead of adding up. */
+		/* A SYN never uses a recorded real: its set is scanned only to
+		 * pick the entry to write, after the ring has decided. */
 		real = ring_real(p, vip, &real_idx);
 		if (!real || !real->family)
 			return DROP(c, drop_no_real);

@@ -19,9 +19,9 @@
  *  - lb_conns4 / lb_conns: 32 / 56 B per entry (arrays, no per-entry
  *    overhead): 2 / 3.5 MiB at 65536 entries each. A new flow's entry is a
  *    random line of the table, so the table's size is paid per new flow in
- *    TLB and cache misses: measured new-flow cost 280 / 310 / 390 ns at
- *    65536 / 131072 / 262144 entries (docs/performance.md). Raise it with
- *    -DLB_CONN_TABLE_SIZE for more concurrent flows per balancer.
+ *    TLB and cache misses (docs/performance.md, bench/dataplane_bench.py
+ *    --conn-table-sizes). Raise it with -DLB_CONN_TABLE_SIZE for more
+ *    concurrent flows per balancer.
  *  - lb_reals: 24 B * LB_MAX_REALS = 96 KiB; lb_vip_table: 32 B *
  *    LB_VIP_TABLE_SIZE = 64 KiB; lb_vip_addrs ~50 KiB; lb_addr_filter 2 KiB.
  *  - per-CPU stats: 16 B * (LB_MAX_VIPS + LB_MAX_REALS) = 72 KiB per CPU.
