@@ -447,6 +447,8 @@ def conn_real_refs(conns_map):
     """Real indices that any entry of a connection table points at (valid or not: a torn entry
     counts too, which only makes the caller more careful)."""
     _unused, blob = conns_map.lookup_batch(raw=True)
+    if not blob:
+        return set()
     words = conns_map.value_size // 4 // CONN_WAYS  # per entry: key, real_idx, atime, check, pad
     return set(array.array("I", blob)[words - 4::words]) - {0}
 

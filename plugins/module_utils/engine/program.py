@@ -140,17 +140,22 @@ def _pick_program(obj, program):
                       % (obj.path, ", ".join(names)), field="program")
 
 
+def _pinned_info(path):
+    """map_info() of the map pinned at `path`."""
+    fd = libbpf.obj_get(path)
+    try:
+        return libbpf.map_info(fd)
+    finally:
+        libbpf.close_fd(fd)
+
+
 def _pinned_ids(obj, names):
     """{map name: id of the map pinned for it} for maps whose pin exists; missing pins absent."""
     out = {}
     for name in names:
         path = obj.map_pin_path(name)
         if path and os.path.exists(path):
-            fd = libbpf.obj_get(path)
-            try:
-                out[name] = libbpf.map_info(fd)["id"]
-            finally:
-                libbpf.close_fd(fd)
+            out[name] = _pinned_info(path)["id"]
     return out
 
 
@@ -165,13 +170,8 @@ def _outdated_pins(obj, pins, names):
         path = pins.get(name)
         if not path or not os.path.exists(path):
             continue
-        fd = libbpf.obj_get(path)
-        try:
-            info = libbpf.map_info(fd)
-        finally:
-            libbpf.close_fd(fd)
-        want = obj.map_def(name)
-        if any(info[k] != v for k, v in want.items()):
+        info = _pinned_info(path)
+        if any(info[k] != v for k, v in obj.map_def(name).items()):
             out.append(name)
     return out
 
