@@ -389,6 +389,17 @@ _Static_assert(__builtin_offsetof(struct lb_conn4, real_idx) == 4 * CONN_REAL(CO
 	       __builtin_offsetof(struct lb_conn6, check) == 4 * CONN_CHECK(CONN_KEY6),
 	       "conn entry layout: key words, then real_idx, atime, check");
 
+/* The IPv4 connection-table key of a flow (padding zeroed: it is hashed). */
+static __always_inline void flow4(const struct pkt *p, struct lb_flow4 *k)
+{
+	k->src = p->flow.src[0];
+	k->dst = p->flow.dst[0];
+	k->sport = p->flow.sport;
+	k->dport = p->flow.dport;
+	k->proto = p->flow.proto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+}
+
 static __always_inline __u32 key_xor(const __u32 *k, __u32 n)
 {
 	__u32 x = k[0] ^ k[1] ^ k[2] ^ k[3];
@@ -452,14 +463,10 @@ static __always_inline __u32 conn_lookup(const struct pkt *p, __u32 now, __u32 *
 			return 0;
 		return (*slot)[CONN_REAL(CONN_KEY6)];
 	} else {
-		struct lb_flow4 f = {
-			.src = p->flow.src[0],
-			.dst = p->flow.dst[0],
-			.sport = p->flow.sport,
-			.dport = p->flow.dport,
-			.proto = p->flow.proto,
-		};
+		struct lb_flow4 f;
 		const __u32 *k4 = (const __u32 *)&f;
+
+		flow4(p, &f);
 
 		*kx = key_xor(k4, CONN_KEY4);
 		set_idx = jhash_3words(k4[0], k4[1], k4[2] ^ k4[3], LB_CONN_HASH_SEED) & (LB_CONN_SETS - 1);
@@ -495,12 +502,7 @@ static __always_inline void conn_record(const struct pkt *p, __u32 *e, __u32 kx,
 	} else {
 		struct lb_conn4 *c = (struct lb_conn4 *)e;
 
-		c->flow.src = p->flow.src[0];
-		c->flow.dst = p->flow.dst[0];
-		c->flow.sport = p->flow.sport;
-		c->flow.dport = p->flow.dport;
-		c->flow.proto = p->flow.proto;
-		c->flow.pad[0] = c->flow.pad[1] = c->flow.pad[2] = 0;
+		flow4(p, &c->flow);
 		c->real_idx = real_idx;
 		c->atime = now;
 		c->check = LB_CONN_MAGIC ^ kx ^ real_idx;

@@ -86,51 +86,8 @@ def ring_of(reals, size=abi.RING_SIZE):
 
 
 # ------------------------------------------------------------------ flow hash (mirror of balancer.c)
-_M = 0xFFFFFFFF
-_INIT = 0xDEADBEEF
 SEED = abi.RING_SIZE
-
-
-def _rol(x, k):
-    return ((x << k) | (x >> (32 - k))) & _M
-
-
-_final = abi.jhash_final
-
-
-def _mix(a, b, c):
-    a = (a - c) & _M
-    a ^= _rol(c, 4)
-    c = (c + b) & _M
-    b = (b - a) & _M
-    b ^= _rol(a, 6)
-    a = (a + c) & _M
-    c = (c - b) & _M
-    c ^= _rol(b, 8)
-    b = (b + a) & _M
-    a = (a - c) & _M
-    a ^= _rol(c, 16)
-    c = (c + b) & _M
-    b = (b - a) & _M
-    b ^= _rol(a, 19)
-    a = (a + c) & _M
-    c = (c - b) & _M
-    c ^= _rol(b, 4)
-    b = (b + a) & _M
-    return a, b, c
-
-
-def jhash_2words(a, b, initval):
-    c = (initval + _INIT + 8) & _M
-    a, b, c = _final((a + c) & _M, (b + c) & _M, c)
-    return c
-
-
-def jhash_4words(k, initval):
-    a = b = c = (_INIT + 16 + initval) & _M
-    a, b, c = _mix((a + k[0]) & _M, (b + k[1]) & _M, (c + k[2]) & _M)
-    a, b, c = _final((a + k[3]) & _M, b, c)
-    return c
+jhash_2words, jhash_4words = abi.jhash_2words, abi.jhash_4words
 
 
 def _le32(raw):

@@ -55,6 +55,14 @@ def recorded(lb, family, src, sport):
     return lb.conn(src, FAMILIES[family][0], sport, 80, "tcp")
 
 
+def flow_set(lb, family, src, sport):
+    """(map, set index as a key, the set's entries, the flow's key) of a flow to the VIP."""
+    name, key = abi.conn_key(src, FAMILIES[family][0], sport, 80, "tcp")
+    set_key = struct.pack("=I", abi.conn_set_index(key, lb.m[name].info["max_entries"]))
+    cls = abi.LbConnSet4 if family == 4 else abi.LbConnSet6
+    return lb.m[name], set_key, cls.from_bytes(lb.m[name].lookup(set_key)), key
+
+
 def test_a_full_set_gives_way_to_its_least_recently_used_flow(lb, fam):
     flows = flows_in_one_set(lb, fam, abi.CONN_WAYS + 1)
     for src, sport in flows[:abi.CONN_WAYS]:
@@ -76,25 +84,18 @@ def test_a_flow_seen_again_keeps_its_entry(lb, fam):
     (src, sport), = flows_in_one_set(lb, fam, 1)
     for flags in ("S", "A", "PA", "A"):
         assert lb.run(packet(fam, src, sport, flags)).retval == XDP_TX
-    name = abi.MAP_CONNS4 if fam == 4 else abi.MAP_CONNS
-    set_idx = abi.conn_set_index(abi.conn_key(src, FAMILIES[fam][0], sport, 80, "tcp")[1],
-                                 lb.m[name].info["max_entries"])
-    cls = abi.LbConnSet4 if fam == 4 else abi.LbConnSet6
-    ways = cls.from_bytes(lb.m[name].lookup(struct.pack("=I", set_idx))).way
-    assert sum(1 for e in ways if e.check) == 1, "one entry per flow, not one per packet"
+    entries = flow_set(lb, fam, src, sport)[2]
+    assert sum(1 for e in entries.way if e.check) == 1, "one entry per flow, not one per packet"
     assert lb.stats()["conn_hit"] == 3
 
 
 def test_a_half_written_entry_is_a_miss_not_a_wrong_real(lb, fam):
     (src, sport), = flows_in_one_set(lb, fam, 1)
     assert lb.run(packet(fam, src, sport, "S")).retval == XDP_TX
-    name, key = abi.conn_key(src, FAMILIES[fam][0], sport, 80, "tcp")
-    set_key = struct.pack("=I", abi.conn_set_index(key, lb.m[name].info["max_entries"]))
-    cls = abi.LbConnSet4 if fam == 4 else abi.LbConnSet6
-    entries = cls.from_bytes(lb.m[name].lookup(set_key))
+    conns, set_key, entries, key = flow_set(lb, fam, src, sport)
     way = next(e for e in entries.way if bytes(e.flow) == bytes(key))
     way.real_idx = 3  # a racing writer's real next to the old check word
-    lb.m[name].update(set_key, bytes(entries))
+    conns.update(set_key, bytes(entries))
     lb.set_ring(0, ring_of([2]))
     res = lb.run(packet(fam, src, sport, "A"))
     assert res.retval == XDP_TX

@@ -20,7 +20,8 @@ Builders: ip_bytes(ip) -> (16 bytes, family), addr_key(ip), vip_key(ip, port, pr
 conn_key(src, dst, sport, dport, proto) -> (MAP_CONNS4 | MAP_CONNS, key), config(if_mac, gw_mac, ...).
 Connection table: two set-associative arrays, CONN_MAPS = (lb_conns4: LbConnSet4 values,
 lb_conns: LbConnSet6 values). conn_set_index(key) -> set, conn_get(conns_map, key) -> real index
-| None, conn_real_refs(conns_map) -> set of real indices recorded; jhash_3words mirrors the kernel's.
+| None, conn_real_refs(conns_map) -> set of real indices recorded. jhash_2words/3words/4words and
+jhash_final mirror the kernel's, as balancer.c uses them.
 Decoders: LbAddr/LbReal/LbVipKey/LbFlow .ip-style properties, from_bytes(cls, raw).
 VIPs (never write lb_vip_table directly): vip_set(table_map, key, meta), vip_delete(table_map,
 key) -> bool, vip_get(table_map, key) -> LbVipMeta | None, vips(table_map) -> [(key, meta)].
@@ -410,10 +411,34 @@ def jhash_final(a, b, c):
     return a, b, c
 
 
+def _jhash_mix(a, b, c):
+    """The kernel's __jhash_mix."""
+    for x, y, z, k in ((0, 2, 1, 4), (1, 0, 2, 6), (2, 1, 0, 8), (0, 2, 1, 16), (1, 0, 2, 19), (2, 1, 0, 4)):
+        w = [a, b, c]
+        w[x] = (w[x] - w[y]) & _M32
+        w[x] ^= _rol32(w[y], k)
+        w[y] = (w[y] + w[z]) & _M32
+        a, b, c = w
+    return a, b, c
+
+
+def jhash_2words(a, b, initval):
+    """The kernel's jhash_2words, as balancer.c computes it (ring slot of a flow)."""
+    c = (initval + _JHASH_INITVAL + (2 << 2)) & _M32
+    return jhash_final((a + c) & _M32, (b + c) & _M32, c)[2]
+
+
 def jhash_3words(a, b, c, initval):
-    """The kernel's jhash_3words (lookup3), as balancer.c computes it."""
+    """The kernel's jhash_3words (lookup3), as balancer.c computes it (connection-table set)."""
     initval = (initval + _JHASH_INITVAL + (3 << 2)) & _M32
     return jhash_final((a + initval) & _M32, (b + initval) & _M32, (c + initval) & _M32)[2]
+
+
+def jhash_4words(k, initval):
+    """jhash2() over the four words of an IPv6 address, as balancer.c computes it."""
+    a = b = c = (_JHASH_INITVAL + (4 << 2) + initval) & _M32
+    a, b, c = _jhash_mix((a + k[0]) & _M32, (b + k[1]) & _M32, (c + k[2]) & _M32)
+    return jhash_final((a + k[3]) & _M32, b, c)[2]
 
 
 def conn_set_index(key, sets=CONN_SETS):

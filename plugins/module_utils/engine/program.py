@@ -149,30 +149,23 @@ def _pinned_info(path):
         libbpf.close_fd(fd)
 
 
-def _pinned_ids(obj, names):
-    """{map name: id of the map pinned for it} for maps whose pin exists; missing pins absent."""
-    out = {}
-    for name in names:
-        path = obj.map_pin_path(name)
-        if path and os.path.exists(path):
-            out[name] = _pinned_info(path)["id"]
-    return out
+def _pinned_ids(pins, names):
+    """{map name: id of the map pinned for it} for `names` whose pin exists; missing pins absent."""
+    return {n: _pinned_info(pins[n])["id"] for n in names if os.path.exists(pins[n])}
 
 
 def _pin_paths(obj):
     return {n: obj.map_pin_path(n) for n in obj.map_names() if obj.map_pin_path(n)}
 
 
-def _outdated_pins(obj, pins, names):
-    """Maps among `names` whose pin exists but no longer matches the object's definition."""
+def _outdated_pins(obj, pins):
+    """Pinned maps whose pin exists but no longer matches the object's definition of them."""
     out = []
-    for name in names:
-        path = pins.get(name)
-        if not path or not os.path.exists(path):
-            continue
-        info = _pinned_info(path)
-        if any(info[k] != v for k, v in obj.map_def(name).items()):
-            out.append(name)
+    for name, path in pins.items():
+        if os.path.exists(path):
+            info = _pinned_info(path)
+            if any(info[k] != v for k, v in obj.map_def(name).items()):
+                out.append(name)
     return out
 
 
@@ -186,7 +179,7 @@ def _load(object_path, pin_root, program, check_mode):
         _bpf("object", "cannot open %s" % object_path, exc)
     try:
         pins = _pin_paths(probe)
-        outdated = _outdated_pins(probe, pins, pins)
+        outdated = _outdated_pins(probe, pins)
         kept = [n for n in outdated if n not in REBUILDABLE_MAPS]
         if kept:
             # Refused before anything is touched, connection tables included.
@@ -194,7 +187,7 @@ def _load(object_path, pin_root, program, check_mode):
                 "pin_root: the maps %s pinned under %s do not match %s (built with other sizes?). "
                 "Remove them (xdp_program state=absent remove_pins=true) to start with empty maps."
                 % (", ".join(kept), pin_root, object_path), field="pin_root", value=pin_root)
-        before = _pinned_ids(probe, [n for n in pins if n not in outdated])
+        before = _pinned_ids(pins, [n for n in pins if n not in outdated])
         name = _pick_program(probe, program)
     except BaseException:
         probe.close()
