@@ -32,7 +32,7 @@ PREFIX = "xkr-"
 STATE_ROOT = "/run/xdplb-bench-role"
 PIN_ROOT = "/sys/fs/bpf/xdplb-bench-role"
 INVENTORY = STATE_ROOT + "/inventory.yml"
-VIP_TASK = "xdplb.katran.balancer : Put the VIPs in service"
+VIP_TASK = "xdplb.katran.balancer : Put the VIPs in service and keep them as the state file the boot unit restores"
 
 
 def ansible(tmp, play, *args):

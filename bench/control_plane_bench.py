@@ -209,6 +209,8 @@ def main():
             req = request(args.vips, args.reals, shared)
             runs = [engine_run(req, pin_root) for _run in range(args.repeat)]
             results["engine_" + label] = {k: median(runs, k) for k in runs[0]}
+            results["engine_%s_runs" % label] = {k: [round(r[k], 3) for r in runs]
+                                                 for k in ("from_empty", "weight_change", "no_change")}
             if args.skip_module or shared:
                 continue
             for use_src in (False, True):

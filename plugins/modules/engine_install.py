@@ -39,6 +39,23 @@ options:
     type: list
     elements: path
     default: []
+  unit:
+    description:
+      - A systemd unit to install in the same task, typically the one that runs the engine at boot
+        (rendered by the caller, for example with the P(ansible.builtin.template#lookup) lookup).
+      - Written only when its bytes or mode differ, atomically, mode 0644; its directory is created
+        (0755) when missing. Enabling it is left to M(ansible.builtin.systemd_service), and only
+        systemd hosts need that.
+    type: dict
+    suboptions:
+      path:
+        description: Where the unit file goes, such as C(/etc/systemd/system/xdplb-balancer.service).
+        type: path
+        required: true
+      content:
+        description: The unit file's text.
+        type: str
+        required: true
 """
 
 EXAMPLES = r"""
@@ -46,6 +63,14 @@ EXAMPLES = r"""
   xdplb.katran.engine_install:
     dest: /usr/local/lib/xdplb/xdplb_engine
     directories: [/usr/local/lib/xdplb, /usr/local/lib/xdplb/bpf, /etc/xdplb]
+
+- name: Engine and the unit that restores the balancer at boot, in one task
+  xdplb.katran.engine_install:
+    dest: /usr/local/lib/xdplb/xdplb_engine
+    unit:
+      path: /etc/systemd/system/xdplb-balancer.service
+      content: "{{ lookup('ansible.builtin.template', 'xdplb-balancer.service.j2') }}"
+  notify: Reload systemd
 """
 
 RETURN = r"""
@@ -67,6 +92,19 @@ directories:
   type: list
   elements: str
   sample: ["/etc/xdplb"]
+unit:
+  description: Whether the unit file of O(unit) was written (or would be, in check mode).
+  returned: always
+  type: bool
+  sample: false
+host:
+  description:
+    - What the roles need to know about the host, so they need not gather facts.
+    - C(systemd) is whether systemd manages the host (the directory C(/run/systemd/system) exists),
+      C(default_interface) the interface of the IPv4 default route (null when there is none).
+  returned: always
+  type: dict
+  sample: {systemd: true, default_interface: eth0}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -86,19 +124,23 @@ def _shipped():
 
 def main():
     module = AnsibleModule(argument_spec=dict(dest=dict(type="path", required=True),
-                                              directories=dict(type="list", elements="path", default=[])),
+                                              directories=dict(type="list", elements="path", default=[]),
+                                              unit=dict(type="dict", options=dict(
+                                                  path=dict(type="path", required=True),
+                                                  content=dict(type="str", required=True)))),
                            supports_check_mode=True)
     try:
         result = install.ensure(module.params["dest"], module.check_mode,
-                                directories=module.params["directories"])
+                                directories=module.params["directories"], unit=module.params["unit"])
     except EngineError as exc:
         module.fail_json(msg=exc.msg, field=exc.field)
     except OSError as exc:
         module.fail_json(msg=f"dest: {module.params['dest']}: {exc}", field="dest")
     changes = ([f"directory {d} (0700)" for d in result["directories"]]
-               + [f"write {n}" for n in result["written"]] + [f"remove {n}" for n in result["removed"]])
+               + [f"write {n}" for n in result["written"]] + [f"remove {n}" for n in result["removed"]]
+               + ([f"unit {module.params['unit']['path']}"] if result["unit"] else []))
     module.exit_json(changed=result["changed"], written=result["written"], removed=result["removed"],
-                     directories=result["directories"],
+                     directories=result["directories"], unit=result["unit"], host=install.host_facts(),
                      diff={"before": "", "after": "".join(c + "\n" for c in changes)})
 
 

@@ -53,7 +53,7 @@ options:
     choices: [present, absent]
     default: present
   address:
-    description: VIP address (IPv4 or IPv6). Single form; mutually exclusive with O(vips) and O(src).
+    description: VIP address (IPv4 or IPv6). Single form; mutually exclusive with O(vips), O(src) and O(content).
     type: str
   port:
     description: VIP port, 0-65535; 0 is the any-port VIP of the address and protocol.
@@ -99,6 +99,21 @@ options:
       - Set form read from a JSON file on the managed host instead of O(vips) (for example the
         state file the balancer role writes for boot-time restore, whose C(vips) key is used; a
         plain JSON list works too). Keeps a very large VIP list out of the task arguments.
+    type: path
+  content:
+    description:
+      - Set form as JSON text, in the same shapes as O(src) (a state file's object, whose C(vips) key
+        is used, or a plain list), for example C("{{ state | to_json }}").
+      - For thousands of reals one string is far cheaper for Ansible to template and transfer than a
+        list in O(vips), and it needs no file on the host first.
+      - Not logged on the host (it lists every backend, like the mode 0600 state file it becomes).
+    type: str
+  keep_as:
+    description:
+      - With O(src) or O(content), keep the JSON the VIPs came from as this file once they are in
+        service (atomically, mode 0600, only when its bytes differ). The balancer role keeps its
+        state file for the boot-time restore this way, so the boot unit never restores a request
+        the kernel refused. Nothing is written when the run fails or in check mode.
     type: path
   purge:
     description: With O(vips) or O(src), remove every VIP of the balancer that is not listed.
@@ -167,6 +182,13 @@ EXAMPLES = r"""
 - name: Apply the VIPs of the state file the role wrote for boot-time restore
   xdplb.katran.lb_vip:
     src: /etc/xdplb/balancer.json
+    purge: true
+
+- name: Apply a state document, then keep it as the file the boot unit restores
+  xdplb.katran.lb_vip:
+    content: "{{ {'version': 1, 'object': '/usr/local/lib/xdplb/bpf/balancer.o', 'interface': 'eth0',
+                  'vips': balancer_vips} | to_json }}"
+    keep_as: /etc/xdplb/balancer.json
     purge: true
 """
 
@@ -243,13 +265,18 @@ repairs:
   returned: always
   type: list
   elements: str
+kept:
+  description: Whether O(keep_as) was written (or would be, in check mode).
+  returned: when O(keep_as) is given
+  type: bool
+  sample: true
 """
 
 import json
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import libbpf, vips, vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import install, libbpf, vips, vipspec
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 
@@ -257,19 +284,30 @@ def _safe(value):
     return value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value)
 
 
-def _read_src(path):
+def _set_form(p):
+    """(the JSON document as bytes or None, the VIP list, its field name) of vips, src or content."""
+    if p["vips"] is not None:
+        return None, p["vips"], "vips"
+    field = "src" if p["src"] else "content"
     try:
-        with open(path) as handle:
-            data = json.load(handle)
+        if p["src"]:
+            with open(p["src"], "rb") as handle:
+                document = handle.read()
+        else:
+            document = p["content"].encode("utf-8")
+        data = json.loads(document)
     except (OSError, ValueError) as exc:
-        raise EngineError("src: cannot read VIPs from %r: %s" % (path, exc), field="src", value=path)
+        if p["src"]:
+            raise EngineError("src: cannot read VIPs from %r: %s" % (p["src"], exc), field="src", value=p["src"])
+        raise EngineError("content: not valid JSON: %s" % exc, field="content")
     if isinstance(data, dict):
         data = data.get("vips", [])
-    return data
+    return document, data, field
 
 
 def _request(p):
-    """(normalised VIPs, keys to remove): the whole request validated before any kernel access."""
+    """(normalised VIPs, keys to remove, JSON document of src or content or None): the whole
+    request validated before any kernel access."""
     single = {k: p[k] for k in ("address", "port", "protocol", "flags", "icmp_echo", "reals")}
     if p["address"] is not None:
         if p["state"] == "absent":
@@ -277,10 +315,9 @@ def _request(p):
             if port is None:
                 vipspec.fail("port", None, "is required (0 means every port of the address)")
             addr = vipspec.address(p["address"], "address")
-            return [], [vipspec.key_text(addr.compressed, port, p["protocol"])]
-        return [vipspec.parse_vip(single)], []
-    raw = _read_src(p["src"]) if p["src"] else p["vips"]
-    field = "src" if p["src"] else "vips"
+            return [], [vipspec.key_text(addr.compressed, port, p["protocol"])], None
+        return [vipspec.parse_vip(single)], [], None
+    document, raw, field = _set_form(p)
     if p["state"] == "absent":
         keys = []
         for i, v in enumerate(raw if isinstance(raw, list) else [raw]):
@@ -293,8 +330,8 @@ def _request(p):
             if proto not in vipspec.PROTOCOLS:
                 vipspec.fail(path + ".protocol", v.get("protocol"), "is not a supported protocol (tcp or udp)")
             keys.append(vipspec.key_text(addr.compressed, port, proto))
-        return [], keys
-    return vipspec.parse_vips(raw, path=field), []
+        return [], keys, document
+    return vipspec.parse_vips(raw, path=field), [], document
 
 
 def _diff_text(view):
@@ -314,39 +351,54 @@ def main():
             reals=dict(type="raw"),
             vips=dict(type="list", elements="dict"),
             src=dict(type="path"),
+            content=dict(type="str", no_log=True),
+            keep_as=dict(type="path"),
             purge=dict(type="bool", default=False),
             ring_size=dict(type="int"),
         ),
-        mutually_exclusive=[("address", "vips", "src")],
-        required_one_of=[("address", "vips", "src")],
+        mutually_exclusive=[("address", "vips", "src", "content")],
+        required_one_of=[("address", "vips", "src", "content")],
         required_by={"reals": "address"},
         supports_check_mode=True,
     )
     p = module.params
     if p["purge"] and p["address"] is not None:
-        module.fail_json(msg="purge: applies to the set form (vips or src), not to a single VIP", field="purge")
+        module.fail_json(msg="purge: applies to the set form (vips, src or content), not to a single VIP", field="purge")
+    if p["keep_as"] and not (p["src"] or p["content"] is not None):
+        module.fail_json(msg="keep_as: needs src or content (the JSON to keep)", field="keep_as")
     if p["address"] is not None and p["state"] == "present" and p["reals"] is None:
         module.fail_json(msg="reals: is required with state=present", field="reals")
     try:
         if p["ring_size"] is not None:
             vipspec.ring_size(p["ring_size"])
-        desired, remove = _request(p)
+        desired, remove, document = _request(p)
         result = vips.ensure(p["pin_root"], desired, remove=remove, purge=p["purge"] and p["state"] == "present",
                              ring_size=p["ring_size"], check_mode=module.check_mode, want_diff=module._diff)
     except EngineError as exc:
         module.fail_json(msg=exc.msg, field=exc.field, value=_safe(exc.value))
     except libbpf.BpfError as exc:
         module.fail_json(msg=str(exc), errno=exc.errno)
+    if p["keep_as"]:
+        try:
+            result["kept"] = install.keep_file(p["keep_as"], document, check_mode=module.check_mode)
+        except OSError as exc:
+            module.fail_json(msg="keep_as: %s: %s" % (p["keep_as"], exc), field="keep_as")
+        result["changed"] = result["changed"] or result["kept"]
     for warning in result.pop("warnings"):
         module.warn(warning)
-    diff = result["diff"]
-    result["diff"] = {"before": _diff_text(diff["before"]), "after": _diff_text(diff["after"]),
-                      "before_header": p["pin_root"], "after_header": p["pin_root"]}
+    diff = result.pop("diff")
+    if module._diff:
+        # Only asked for in diff mode: from empty, the text of 512 x 100 reals is megabytes that
+        # Ansible would read back and drop.
+        result["diff"] = {"before": _diff_text(diff["before"]), "after": _diff_text(diff["after"]),
+                          "before_header": p["pin_root"], "after_header": p["pin_root"]}
     # Echoing a list of thousands of reals back (and scanning it for secrets: there are none)
     # costs more than applying it; the invocation shows how many VIPs were given instead.
     args = dict(p)
     if isinstance(args["vips"], list):
         args["vips"] = "(%d VIPs)" % len(args["vips"])
+    if args["content"] is not None:
+        args["content"] = "(%d characters of JSON)" % len(args["content"])
     module.exit_json(invocation={"module_args": args}, **result)
 
 

@@ -4,8 +4,10 @@ traffic: a SYN to the VIP sent from the peer namespace comes back IPIP-encapsula
 Namespaces: the balancer's (lb0, 10.9.0.1) and a peer one (peer0, 10.9.0.254, the default
 gateway, with pass.o attached so XDP_TX frames from lb0 are delivered).
 """
+import json
 import os
 import socket
+import stat
 
 import pytest
 from scapy.layers.inet import IP, TCP
@@ -227,3 +229,31 @@ def test_changes_report_what_moved(lab):
     slots = {x["address"]: x["ring_slots"] for x in info["vips"][0]["reals"]}
     assert slots["10.1.0.2"] > 2 * slots["10.1.0.1"]
     assert [x["address"] for x in info["reals"]] == ["10.1.0.1", "10.1.0.2", "fd00:1::3"]
+
+
+def test_content_applies_a_state_document_and_keeps_it_only_once_in_service(lab):
+    pin, tmp = lab["pin"], lab["tmp"]
+    kept = str(tmp / "balancer.json")
+    document = json.dumps({"version": 1, "object": BALANCER_O, "interface": "lb0", "vips": VIPS})
+    bad = json.dumps({"vips": [dict(VIPS[0], port=70000)]})
+
+    def task(name, content, **kw):
+        args = {"content": content, "keep_as": kept, "purge": True, "pin_root": pin}
+        return dict({"name": name, "xdplb.katran.lb_vip": args}, **kw)
+
+    before = dump(pin)
+    r = playbook(lab["lb"].name, [task("check", document, check_mode=True),
+                                  task("refused", bad, ignore_errors=True),
+                                  task("not json", "{", ignore_errors=True)], tmp)
+    assert dump(pin) == before and not os.path.exists(kept)
+    assert r["check"]["result"]["kept"] and r["check"]["result"]["changed"]
+    assert r["refused"]["status"] == "failed" and r["refused"]["result"]["field"] == "content[0].port"
+    assert r["not json"]["status"] == "failed" and r["not json"]["result"]["field"] == "content"
+    assert "characters of JSON" in r["check"]["result"]["invocation"]["module_args"]["content"]
+    r = playbook(lab["lb"].name, [task("apply", document), task("again", document)], tmp)
+    assert r["apply"]["result"]["kept"] and r["apply"]["result"]["changed"]
+    assert not r["again"]["result"]["kept"] and not r["again"]["result"]["changed"]
+    assert "diff" not in r["again"]["result"], "the VIP diff is only computed in diff mode"
+    with open(kept) as handle:
+        assert handle.read() == document
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600

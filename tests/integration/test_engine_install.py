@@ -104,3 +104,38 @@ def test_directories_are_created_or_tightened_to_0700_in_the_same_task(dest, tmp
     refused = adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install",
                     "dest=%s directories=%s" % (dest, tmp_path / "etc" / "plain"))["localhost"]
     assert refused.get("field") == "directories" and "is not a directory" in refused["msg"]
+
+
+def test_unit_is_written_0644_with_its_directory_only_when_it_differs(dest, tmp_path):
+    unit = str(tmp_path / "systemd" / "xdplb-balancer.service")
+    args = {"dest": dest, "unit": {"path": unit, "content": "[Unit]\nDescription=x\n"}}
+    check = install.ensure(dest, check_mode=True, unit=args["unit"])
+    assert check["unit"] and not os.path.exists(unit)
+    first = adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install", args)["localhost"]
+    assert first["changed"] and first["unit"], first
+    with open(unit) as handle:
+        assert handle.read() == "[Unit]\nDescription=x\n"
+    assert stat.S_IMODE(os.stat(unit).st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(os.path.dirname(unit)).st_mode) == 0o755
+    again = adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install", args)["localhost"]
+    assert not again["changed"] and not again["unit"]
+    args["unit"]["content"] += "After=network.target\n"
+    edited = adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install", args)["localhost"]
+    assert edited["changed"] and edited["unit"] and edited["written"] == []
+    # What the roles read instead of gathering facts.
+    assert edited["host"]["systemd"] == os.path.isdir("/run/systemd/system")
+    assert "default_interface" in edited["host"]
+
+
+def test_keep_file_writes_0600_atomically_only_when_bytes_or_mode_differ(tmp_path):
+    dest = str(tmp_path / "balancer.json")
+    assert install.keep_file(dest, b"{}", check_mode=True) and not os.path.exists(dest)
+    assert install.keep_file(dest, b"{}")
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o600
+    assert not install.keep_file(dest, b"{}")
+    os.chmod(dest, 0o644)
+    assert install.keep_file(dest, b"{}") and stat.S_IMODE(os.stat(dest).st_mode) == 0o600
+    assert install.keep_file(dest, b'{"vips": []}')
+    with open(dest, "rb") as handle:
+        assert handle.read() == b'{"vips": []}'
+    assert os.listdir(tmp_path) == ["balancer.json"]

@@ -360,3 +360,21 @@ def test_ring_diff_after_removal_is_the_moved_slots():
     changed = ring_diff(_owners(before, old), _owners(after, new))
     assert {slot for slot, _unused in changed} >= {s for s in range(1009) if old[s] == 3}
     assert len(changed) < 2 * 1009 // 10
+
+
+def test_ring_as_u32_values_is_the_ring_mapped_through_the_values():
+    import array
+    import random
+    rnd = random.Random(3)
+    pool = ["10.0.%d.%d" % (i // 250, i % 250 + 1) for i in range(600)] + ["2001:db8::%x" % i for i in range(100)]
+    for case in range(40):
+        n = rnd.choice([1, 2, 5, 100, 256, 257, 300])
+        size = rnd.choice([7, 251, 65537]) if n < 200 else 65537
+        reals = [(a, rnd.choice([0, 1, 3, 100])) for a in rnd.sample(pool, n)]
+        reals[0] = (reals[0][0], 1)
+        # Real indices of the balancer, and now and then values too large for the two-byte path.
+        values = [rnd.randrange(1, 70000 if case % 4 == 0 else 4096) for _unused in range(n)]
+        expected = array.array("I", [values[i] for i in maglev.build_ring(reals, size)]).tobytes()
+        assert maglev.build_ring_u32(reals, values, size) == expected, (case, n, size)
+    with pytest.raises(ValueError):
+        maglev.build_ring_u32([("10.0.0.1", 1)], [1, 2], 7)

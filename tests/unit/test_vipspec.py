@@ -148,3 +148,48 @@ def test_compact_reals_mapping_means_the_same():
 def test_compact_form_errors_name_the_real(reals, field, words):
     e = error([vip(reals=reals)])
     assert e.field == field and words in str(e), str(e)
+
+
+TRICKY_ADDRESSES = ["10.1.0.1", " 10.1.0.2 ", "10.1.0.1", "010.1.0.3", "10.1.0.256", "10.1.0", "10.1.0.4.",
+                    "0.0.0.0", "224.0.0.1", "239.255.255.255", "240.0.0.1", "255.255.255.255", "1.2.3.4/32",
+                    "10.1.0.5%eth0", "", " ", "10.1.0.\u0666", "10.1.0.6\x00", "2001:db8::1", "2001:DB8::1",
+                    "::ffff:10.1.0.1", "::", "ff02::1", "2001:db8::1%eth0", "1e.0.0.1", "0x0a.0.0.1", 7, None]
+TRICKY_WEIGHTS = [0, 1, 3, 65535, 65536, -1, True, "2", None, 1.5]
+
+
+def _item_by_item(reals, vip_address):
+    """What _reals returns when the bulk path is not taken: the reference for the bulk path."""
+    saved = vipspec._reals_fast
+    vipspec._reals_fast = lambda *args: None
+    try:
+        return vipspec._reals(reals, "reals", vipspec.address(vip_address, "address"), {})
+    finally:
+        vipspec._reals_fast = saved
+
+
+def test_bulk_path_accepts_and_returns_exactly_what_the_item_loop_does():
+    import random
+    rnd = random.Random(5)
+    for case in range(3000):
+        n = rnd.randint(1, 4)
+        addrs = [rnd.choice(TRICKY_ADDRESSES) for _unused in range(n)]
+        weights = [rnd.choice(TRICKY_WEIGHTS) if rnd.random() < 0.3 else rnd.randint(0, 3) for _unused in range(n)]
+        form = case % 3
+        if form == 0:
+            reals = [{"address": a, "weight": w} for a, w in zip(addrs, weights)]
+        elif form == 1:
+            reals = {a: w for a, w in zip(addrs, weights) if isinstance(a, str)}
+        else:
+            reals = list(addrs)
+        vip_address = rnd.choice(["192.0.2.10", "2001:db8::10"])
+        try:
+            want = _item_by_item(reals, vip_address)
+        except EngineError:
+            want = None
+        got = vipspec._reals_fast(reals, isinstance(reals, dict), vip_address != "192.0.2.10", {})
+        assert got is None or got == want, (reals, vip_address, got, want)
+        try:
+            full = vipspec._reals(reals, "reals", vipspec.address(vip_address, "address"), {})
+        except EngineError:
+            full = None
+        assert full == want, (reals, vip_address)

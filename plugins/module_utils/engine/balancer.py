@@ -36,6 +36,7 @@ import fcntl
 import ipaddress
 import itertools
 import os
+import socket
 import struct
 
 from . import abi, libbpf, vipspec
@@ -54,7 +55,8 @@ def _u32(i):
 
 def _ip_text(raw16, family):
     if family == abi.FAMILY_V4:
-        return str(ipaddress.IPv4Address(bytes(raw16[:4])))
+        # Same text as str(ipaddress.IPv4Address(...)), several times faster: thousands of reals.
+        return socket.inet_ntoa(bytes(raw16[:4]))
     return ipaddress.IPv6Address(bytes(raw16[:16])).compressed
 
 

@@ -75,24 +75,35 @@ def interface_addresses(name):
     return out
 
 
-def default_gateway(interface):
-    """(gateway address, family) of the default route through `interface` (IPv4 first), or None."""
-    best = None
+def _default_routes_v4():
+    """[(metric, interface, gateway or None)] of the IPv4 default routes (/proc/net/route)."""
+    out = []
     try:
         with open("/proc/net/route") as handle:
             next(handle, None)
             for line in handle:
                 f = line.split()
-                if len(f) < 8 or f[0] != interface or f[1] != "00000000" or f[7] != "00000000":
+                if len(f) < 8 or f[1] != "00000000" or f[7] != "00000000":
                     continue
-                if not int(f[3], 16) & _RTF_GATEWAY:
-                    continue
-                gw = socket.inet_ntoa(struct.pack("<I", int(f[2], 16)))
-                metric = int(f[6])
-                if best is None or metric < best[0]:
-                    best = (metric, gw)
+                gw = socket.inet_ntoa(struct.pack("<I", int(f[2], 16))) if int(f[3], 16) & _RTF_GATEWAY else None
+                out.append((int(f[6]), f[0], gw))
     except OSError:
         pass
+    return out
+
+
+def default_interface():
+    """Interface of the IPv4 default route with the lowest metric, or None."""
+    routes = sorted(_default_routes_v4(), key=lambda r: r[0])
+    return routes[0][1] if routes else None
+
+
+def default_gateway(interface):
+    """(gateway address, family) of the default route through `interface` (IPv4 first), or None."""
+    best = None
+    for metric, dev, gw in _default_routes_v4():
+        if dev == interface and gw is not None and (best is None or metric < best[0]):
+            best = (metric, gw)
     if best:
         return best[1], 4
     try:

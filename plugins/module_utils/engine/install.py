@@ -2,13 +2,16 @@
 
 The files are read through the import system rather than from disk, because inside a module they
 live in the AnsiballZ payload (a zip); the same code works from a checkout. Files are written only
-when their bytes differ, atomically (temporary file, then rename), root-only.
+when their bytes differ, atomically (temporary file, then rename), root-only. The same task can
+install the systemd unit that runs the engine at boot; keep_file() puts a state file in place
+once it has been applied.
 """
 import os
 import pkgutil
 import sys
 import tempfile
 
+from . import hostnet
 from .errors import EngineError
 
 PACKAGE = __name__.rpartition(".")[0]
@@ -51,16 +54,60 @@ def _loose_or_missing(path):
     return not os.path.isdir(path) or os.stat(path).st_mode & 0o077 != 0
 
 
-def ensure(dest, check_mode=False, files=None, directories=()):
+def _write(path, data, mode, sync=False):
+    """Atomic write: a temporary file in the same directory, then rename (``sync``: fsync first)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _differs(path, data, mode):
+    """Whether ``path`` is missing or differs from ``data`` in bytes or permission bits."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() != data or os.fstat(handle.fileno()).st_mode & 0o7777 != mode
+    except FileNotFoundError:
+        return True
+
+
+def keep_file(dest, data, check_mode=False, mode=0o600):
+    """Make ``dest`` hold ``data`` (bytes; atomic, fsync'ed, ``mode``) unless it already does;
+    returns whether it changed (would change, in check mode). The balancer role applies its VIPs
+    from the state document and only then keeps it as the file the boot unit restores."""
+    if not _differs(dest, data, mode):
+        return False
+    if not check_mode:
+        _write(os.path.abspath(dest), data, mode, sync=True)
+    return True
+
+
+def ensure(dest, check_mode=False, files=None, directories=(), unit=None):
     """Make ``dest`` hold exactly the engine's files, and each of ``directories`` exist with mode 0700
-    (created or tightened; the roles keep their object and state there). Returns {changed, written,
-    removed, mode_fixed, directories}: ``directories`` lists those created or tightened."""
+    (created or tightened; the roles keep their object and state there). ``unit`` ({path, content}):
+    the systemd unit that runs the engine at boot, mode 0644, its directory created (0755) when
+    missing. Returns {changed, written, removed, mode_fixed, directories, unit}: ``directories``
+    lists those created or tightened, ``unit`` whether the unit file changed."""
     files = sources() if files is None else files
     dirs = [d for d in directories if _loose_or_missing(d)]
     write, remove = plan(dest, files)
     mode_fixed = os.path.isdir(dest) and os.stat(dest).st_mode & 0o077 != 0
-    changed = bool(write or remove or mode_fixed or dirs or not os.path.isdir(dest))
-    result = dict(changed=changed, written=write, removed=remove, mode_fixed=mode_fixed, directories=dirs)
+    unit_data = unit["content"].encode() if unit else None
+    if unit and os.path.isdir(unit["path"]):
+        raise EngineError(f"unit.path: {unit['path']} is a directory", field="unit.path", value=unit["path"])
+    unit_changed = bool(unit) and _differs(unit["path"], unit_data, 0o644)
+    changed = bool(write or remove or mode_fixed or dirs or unit_changed or not os.path.isdir(dest))
+    result = dict(changed=changed, written=write, removed=remove, mode_fixed=mode_fixed, directories=dirs,
+                  unit=unit_changed)
     if check_mode or not changed:
         return result
     for path in dirs:
@@ -69,16 +116,7 @@ def ensure(dest, check_mode=False, files=None, directories=()):
     os.makedirs(dest, mode=0o700, exist_ok=True)
     os.chmod(dest, 0o700)
     for name in write:
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix="." + name + ".")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(files[name])
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, os.path.join(dest, name))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _write(os.path.join(dest, name), files[name], 0o600)
     for name in remove:
         os.unlink(os.path.join(dest, name))
     cache = os.path.join(dest, "__pycache__")
@@ -86,4 +124,14 @@ def ensure(dest, check_mode=False, files=None, directories=()):
         # Stale bytecode would be ignored anyway (mtime check), but a renamed module's would linger.
         for name in os.listdir(cache):
             os.unlink(os.path.join(cache, name))
+    if unit_changed:
+        os.makedirs(os.path.dirname(os.path.abspath(unit["path"])), mode=0o755, exist_ok=True)
+        _write(os.path.abspath(unit["path"]), unit_data, 0o644)
     return result
+
+
+def host_facts():
+    """What a role needs to know about the host to install the engine's boot unit and attach the
+    program, without gathering Ansible facts: whether systemd runs it (sd_booted(): the directory
+    /run/systemd/system exists) and the interface of the IPv4 default route."""
+    return {"systemd": os.path.isdir("/run/systemd/system"), "default_interface": hostnet.default_interface()}

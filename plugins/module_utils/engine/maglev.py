@@ -14,9 +14,11 @@ flow that ECMP moves from one balancer to another lands on a different real. Hen
 Plain stdlib, no Ansible imports: this file runs inside modules and as part of the host-side CLI.
 """
 
+import array
 import functools
 import hashlib
 import math
+import sys
 
 DEFAULT_RING_SIZE = 65537
 
@@ -244,6 +246,35 @@ def build_ring(reals, size=DEFAULT_RING_SIZE):
         # the comprehension below, which matters most on a cache hit.
         return list(bytes(ring).translate(bytes(back).ljust(256, b"\0")))
     return [back[i] for i in ring]
+
+
+def build_ring_u32(reals, values, size=DEFAULT_RING_SIZE):
+    """The ring of build_ring(reals, size) with each slot's real replaced by ``values[real]``, as
+    native-endian u32 bytes (what a ring map holds): the same bytes as
+    ``array.array("I", [values[i] for i in build_ring(reals, size)]).tobytes()``.
+
+    For up to 256 reals and values below 65536 (real indices of the balancer), the 65537 slots
+    are mapped by two bytes.translate passes written into every fourth byte, in C, instead of one
+    Python-level lookup per slot (about 3 ms per ring, 1.5 s of CPU for 512 new rings).
+    """
+    items = _validate(reals, size)
+    if len(values) != len(items):
+        raise ValueError("values must give one value per real (%d reals, %d values)" % (len(items), len(values)))
+    active = sorted(
+        (key.encode("utf-8"), idx, weight) for idx, (key, weight) in enumerate(items) if weight
+    )
+    mapped = [values[idx] for _unused, idx, _unused in active]
+    if len(active) == 1 or len(active) > 256 or not all(0 <= v < 65536 for v in mapped):
+        return array.array("I", [values[i] for i in build_ring(items, size)]).tobytes()
+    positions = bytes(_canonical_ring(tuple((items[idx][0], weight) for _unused, idx, weight in active), size))
+    lo = bytes(v & 0xFF for v in mapped).ljust(256, b"\0")
+    hi = bytes(v >> 8 for v in mapped).ljust(256, b"\0")
+    out = bytearray(4 * size)
+    first = 0 if sys.byteorder == "little" else 3
+    step = 1 if sys.byteorder == "little" else -1
+    out[first::4] = positions.translate(lo)
+    out[first + step::4] = positions.translate(hi)
+    return bytes(out)
 
 
 # Many VIPs usually share one pool of reals: a set-form call for hundreds of VIPs then builds each

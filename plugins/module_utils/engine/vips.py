@@ -29,8 +29,7 @@ def _fail(field, value, msg):
 # ------------------------------------------------------------------ ring building
 def _ring_job(job):
     reals, idxs, size = job
-    ring = maglev.build_ring(reals, size)
-    return array.array("I", map(idxs.__getitem__, ring)).tobytes()
+    return maglev.build_ring_u32(reals, idxs, size)
 
 
 def _fork_map(func, jobs):
@@ -194,8 +193,10 @@ class _Allocator:
         return idx
 
 
-def plan(bal, state, desired, remove=(), purge=False, ring_size=None, want_diff=False, check_mode=False):
-    """The Plan taking `state` to `desired` (normalised VIPs); `remove`: VIP keys to delete."""
+def plan(bal, state, desired, remove=(), purge=False, ring_size=None, want_diff=False, check_mode=False,
+         needed=None):
+    """The Plan taking `state` to `desired` (normalised VIPs); `remove`: VIP keys to delete;
+    `needed`: vipspec.real_addresses(desired), when the caller has it already."""
     p = Plan()
     size = _ring_size(bal, state, ring_size)
     cur = state.vips
@@ -210,7 +211,7 @@ def plan(bal, state, desired, remove=(), purge=False, ring_size=None, want_diff=
     keep_refs = set()
     for k in kept:
         keep_refs |= state.referenced(cur[k]["vip_num"])
-    needed = {r["address"] for v in desired for r in v["reals"]}
+    needed = vipspec.real_addresses(desired) if needed is None else needed
     alloc = _Allocator(bal, state, p, keep_refs)
     # Known addresses first (no choice to make), then new ones in address order, so the same
     # request gives the same indices.
@@ -303,7 +304,9 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
         flags = vipspec.flags_value(v["flags"])
         rec = _record(bal, {index[r["address"]]: r["weight"] for r in v["reals"]})
         old = state.records.get(num) if c else None
-        same_weights = old is not None and old[4:] == rec.tobytes()[4:]
+        if old is not None:
+            rec[0] = struct.unpack_from("=I", old)[0]  # compare the weights only (entry 0 is the ring id)
+        same_weights = old is not None and rec.tobytes() == old
         need_ring = c is None or not (same_weights and state.ring_ok(num))
         meta = flags if c is None or c["flags"] != flags else None
         addr_changed = v["address"] in p.addr_writes
@@ -450,14 +453,16 @@ def ensure(pin_root, vips=(), remove=(), purge=False, ring_size=None, check_mode
     Plan.result() (plus 'ring_size'), with 'changed' telling whether anything was (or, in check
     mode, would be) written.
     """
-    with Balancer(pin_root) as bal:
-        vipspec.check_limits(list(vips), "vips", bal.max_vips, bal.max_reals)
+    vips = list(vips)
+    with vipspec.gc_paused(), Balancer(pin_root) as bal:
+        needed = vipspec.real_addresses(vips)
+        vipspec.check_limits(vips, "vips", bal.max_vips, bal.max_reals, reals=needed)
         if not check_mode:
             bal.lock()
         state = bal.read()
         try:
-            p = plan(bal, state, list(vips), remove=remove, purge=purge, ring_size=ring_size,
-                     want_diff=want_diff, check_mode=check_mode)
+            p = plan(bal, state, vips, remove=remove, purge=purge, ring_size=ring_size,
+                     want_diff=want_diff, check_mode=check_mode, needed=needed)
         except libbpf.BpfError as exc:
             bpf_fail("planning against the maps under %s" % pin_root, exc)
         if p.changed and not check_mode:
