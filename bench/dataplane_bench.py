@@ -145,7 +145,7 @@ class CLoop:
         so = os.path.join(tmpdir, "testrun_loop.so")
         subprocess.run(["clang", "-O2", "-shared", "-fPIC", "-o", so, os.path.join(REPO, "bench", "testrun_loop.c"),
                         "-lbpf"], check=True)
-        self.block = ctypes.CDLL(so).testrun_block
+        self.block = ctypes.CDLL(so, use_errno=True).testrun_block
         self.block.restype = ctypes.c_int
 
 
