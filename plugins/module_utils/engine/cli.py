@@ -17,9 +17,8 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
-from . import backend_restore, balancer, libbpf, program, vips, vipspec
+from . import backend_restore, balancer, install, libbpf, program, vips, vipspec
 from .errors import EngineError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
@@ -99,19 +98,8 @@ def write_state(path, state):
     """Atomic write, mode 0600: the file names every backend of the service."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    data = json.dumps(state, indent=2, sort_keys=True) + "\n"
+    install.atomic_write(os.path.abspath(path), data.encode("utf-8"), 0o600, sync=True)
 
 
 def state_vip(spec):

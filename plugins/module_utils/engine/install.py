@@ -54,8 +54,9 @@ def _loose_or_missing(path):
     return not os.path.isdir(path) or os.stat(path).st_mode & 0o077 != 0
 
 
-def _write(path, data, mode, sync=False):
-    """Atomic write: a temporary file in the same directory, then rename (``sync``: fsync first)."""
+def atomic_write(path, data, mode, sync=False):
+    """Atomic write: a temporary file in the same directory, then rename (``sync``: fsync first).
+    The engine's one file writer (engine files, boot unit, state files)."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -87,7 +88,7 @@ def keep_file(dest, data, check_mode=False, mode=0o600):
     if not _differs(dest, data, mode):
         return False
     if not check_mode:
-        _write(os.path.abspath(dest), data, mode, sync=True)
+        atomic_write(os.path.abspath(dest), data, mode, sync=True)
     return True
 
 
@@ -116,7 +117,7 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None):
     os.makedirs(dest, mode=0o700, exist_ok=True)
     os.chmod(dest, 0o700)
     for name in write:
-        _write(os.path.join(dest, name), files[name], 0o600)
+        atomic_write(os.path.join(dest, name), files[name], 0o600)
     for name in remove:
         os.unlink(os.path.join(dest, name))
     cache = os.path.join(dest, "__pycache__")
@@ -126,7 +127,7 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None):
             os.unlink(os.path.join(cache, name))
     if unit_changed:
         os.makedirs(os.path.dirname(os.path.abspath(unit["path"])), mode=0o755, exist_ok=True)
-        _write(os.path.abspath(unit["path"]), unit_data, 0o644)
+        atomic_write(os.path.abspath(unit["path"]), unit_data, 0o644)
     return result
 
 

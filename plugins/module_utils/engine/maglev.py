@@ -223,6 +223,19 @@ def _validate(reals, size):
     return items
 
 
+def _positions(reals, size):
+    """(back, ring) for build_ring and build_ring_u32: ``back`` the index in ``reals`` of each real
+    with a weight, in canonical (key) order, and ``ring`` per slot a position in ``back``."""
+    items = _validate(reals, size)
+    active = sorted(
+        (key.encode("utf-8"), idx, weight) for idx, (key, weight) in enumerate(items) if weight
+    )
+    back = [idx for _unused, idx, _unused in active]
+    if len(active) == 1:
+        return back, bytes(size)
+    return back, _canonical_ring(tuple((items[idx][0], weight) for _unused, idx, weight in active), size)
+
+
 def build_ring(reals, size=DEFAULT_RING_SIZE):
     """Maglev ring for ``reals``, a sequence of (key, weight); returns a list of ``size`` ints.
 
@@ -233,15 +246,8 @@ def build_ring(reals, size=DEFAULT_RING_SIZE):
     Raises ValueError naming the field for a non-prime size, an empty list, all weights zero, a
     negative or non-integer weight, a bad key or a duplicate key.
     """
-    items = _validate(reals, size)
-    active = sorted(
-        (key.encode("utf-8"), idx, weight) for idx, (key, weight) in enumerate(items) if weight
-    )
-    if len(active) == 1:
-        return [active[0][1]] * size
-    ring = _canonical_ring(tuple((items[idx][0], weight) for _unused, idx, weight in active), size)
-    back = [idx for _unused, idx, _unused in active]
-    if len(items) <= 256:
+    back, ring = _positions(reals, size)
+    if max(back) < 256:
         # Every index fits in a byte: bytes.translate maps all slots in C, about twice as fast as
         # the comprehension below, which matters most on a cache hit.
         return list(bytes(ring).translate(bytes(back).ljust(256, b"\0")))
@@ -257,16 +263,13 @@ def build_ring_u32(reals, values, size=DEFAULT_RING_SIZE):
     are mapped by two bytes.translate passes written into every fourth byte, in C, instead of one
     Python-level lookup per slot (about 3 ms per ring, 1.5 s of CPU for 512 new rings).
     """
-    items = _validate(reals, size)
-    if len(values) != len(items):
-        raise ValueError("values must give one value per real (%d reals, %d values)" % (len(items), len(values)))
-    active = sorted(
-        (key.encode("utf-8"), idx, weight) for idx, (key, weight) in enumerate(items) if weight
-    )
-    mapped = [values[idx] for _unused, idx, _unused in active]
-    if len(active) == 1 or len(active) > 256 or not all(0 <= v < 65536 for v in mapped):
-        return array.array("I", [values[i] for i in build_ring(items, size)]).tobytes()
-    positions = bytes(_canonical_ring(tuple((items[idx][0], weight) for _unused, idx, weight in active), size))
+    back, ring = _positions(reals, size)
+    if len(values) != len(reals):
+        raise ValueError("values must give one value per real (%d reals, %d values)" % (len(reals), len(values)))
+    mapped = [values[idx] for idx in back]
+    if len(back) > 256 or not all(0 <= v < 65536 for v in mapped):
+        return array.array("I", [mapped[i] for i in ring]).tobytes()
+    positions = bytes(ring)
     lo = bytes(v & 0xFF for v in mapped).ljust(256, b"\0")
     hi = bytes(v >> 8 for v in mapped).ljust(256, b"\0")
     out = bytearray(4 * size)
