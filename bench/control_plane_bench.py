@@ -16,6 +16,7 @@ ring differs, the worst case) or all VIPs share one pool ("shared": a service ti
 Medians of --repeat runs. Needs root, bpffs and built objects (make -C files/bpf).
 
 Usage: python3 bench/control_plane_bench.py [--repeat 5] [--vips 512] [--reals 100] [--skip-module]
+                                           [--maglev kernel,python]
 """
 import argparse
 import json
@@ -34,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, ".build", "collections"))
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import (  # noqa: E402
-    balancer, libbpf, vips, vipspec)
+    balancer, libbpf, maglev, maglev_kernel, vips, vipspec)
 
 OBJECT = os.path.join(REPO, "files", "bpf", "balancer.o")
 
@@ -194,23 +195,38 @@ def main():
     ap.add_argument("--vips", type=int, default=512)
     ap.add_argument("--reals", type=int, default=100)
     ap.add_argument("--skip-module", action="store_true")
+    ap.add_argument("--maglev", type=lambda text: text.split(","), default=["kernel"],
+                    help="Maglev fill loops to time the engine with, alternating: kernel (the default: "
+                         "the engine's choice, the kernel's where it loads) and/or python")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
+    if not args.maglev or set(args.maglev) - {"kernel", "python"}:
+        ap.error("--maglev: kernel and/or python, comma-separated (got %s)" % ",".join(args.maglev))
     if os.geteuid() != 0:
         raise SystemExit("needs root (BPF maps)")
     pin_root = "/sys/fs/bpf/xdplb-bench-%d" % os.getpid()
     tmp = tempfile.mkdtemp(prefix="xdplb-bench-")
     results = {"machine": "%s, %d CPUs, %s, Python %s, load %.2f at start" % (
         platform.node(), os.cpu_count(), platform.release(), platform.python_version(), os.getloadavg()[0]),
-        "vips": args.vips, "reals": args.reals}
+        "vips": args.vips, "reals": args.reals,
+        "maglev_kernel_loop": maglev_kernel.unavailable_reason(maglev.DEFAULT_RING_SIZE) or "available"}
     try:
         for shared in (False, True):
             label = "shared" if shared else "distinct"
             req = request(args.vips, args.reals, shared)
-            runs = [engine_run(req, pin_root) for _run in range(args.repeat)]
-            results["engine_" + label] = {k: median(runs, k) for k in runs[0]}
-            results["engine_%s_runs" % label] = {k: [round(r[k], 3) for r in runs]
-                                                 for k in ("from_empty", "weight_change", "no_change")}
+            # The Maglev loops alternate run by run, so both see the same phase of the machine.
+            runs = {loop: [] for loop in args.maglev}
+            for _run in range(args.repeat):
+                for loop in args.maglev:
+                    maglev.USE_KERNEL = loop == "kernel"
+                    maglev._canonical_ring.cache_clear()
+                    runs[loop].append(engine_run(req, pin_root))
+            maglev.USE_KERNEL = True
+            for loop, loop_runs in runs.items():
+                name = "engine_" + label + ("" if loop == "kernel" else "_python_maglev")
+                results[name] = {k: median(loop_runs, k) for k in loop_runs[0]}
+                results[name + "_runs"] = {k: [round(r[k], 3) for r in loop_runs]
+                                           for k in ("from_empty", "weight_change", "no_change")}
             if args.skip_module or shared:
                 continue
             for use_src in (False, True):

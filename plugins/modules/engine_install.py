@@ -118,7 +118,7 @@ def _shipped():
     puts the whole engine into this module's payload; tests check the list against the directory."""
     from ansible_collections.xdplb.katran.plugins.module_utils.engine import (  # noqa: F401
         __main__, abi, addresses, backend_restore, balancer, bpfmap, btf, cli, decap, decap_abi, doctor,
-        errors, hostnet, lab, labflows, labtraffic, libbpf, maglev, netconf, netlink, probe, program,
+        errors, hostnet, lab, labflows, labtraffic, libbpf, maglev, maglev_kernel, netconf, netlink, probe, program,
         routes, tunnel, validate, vips, vipspec)
 
 

@@ -75,6 +75,22 @@ with IPRoute() as ipr:
     kind = ipr.get_links(links[0])[0].get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND")
     assert kind == "ipip", kind
 print("pyroute2", pyroute2.__version__, "scapy", scapy.__version__)'
+# The engine runs Maglev's population loop as a BPF program where the kernel can (6.1 must):
+# the rings it builds must be the Python loop's, byte for byte.
+check "Maglev rings built by the kernel equal the Python loop's" "$PY" -c '
+import random, sys
+sys.path.insert(0, ".build/collections")
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import maglev, maglev_kernel
+assert maglev_kernel.unavailable_reason(4099) is None, maglev_kernel.unavailable_reason(4099)
+for seed in range(20):
+    rnd = random.Random(seed)
+    reals = [("10.0.%d.%d" % (i // 250, i % 250 + 1), rnd.randint(0, 3) or 1) for i in range(rnd.choice([2, 30, 300]))]
+    rings = []
+    for maglev.USE_KERNEL in (True, False):
+        maglev._canonical_ring.cache_clear()
+        rings.append(maglev.build_ring(reals, 4099))
+    assert rings[0] == rings[1], seed
+print("20 rings equal")'
 
 echo
 echo "kernel tier smoke on $(uname -r):"

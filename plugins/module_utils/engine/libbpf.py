@@ -29,6 +29,7 @@ Maps (keys/values are bytes of exactly key_size/value_size)::
 
 Programs and links::
 
+    prog_load(prog_type, name, insns, license="GPL") -> fd   # raw instructions, no object file
     prog_info(fd) -> dict(type, id, tag (hex), name, map_ids)
     prog_test_run(fd, data, repeat=1) -> TestRun(retval, data, duration)
     TestRunner(fd).run(data) -> (retval, duration)   # allocation-free loop for benchmarks
@@ -49,7 +50,7 @@ import threading
 
 __all__ = [
     "BpfError", "BpfObject", "Map", "TestRun", "TestRunner",
-    "prog_info", "map_info", "prog_test_run",
+    "prog_info", "map_info", "prog_load", "prog_test_run",
     "xdp_attach", "xdp_detach", "xdp_query",
     "tc_attach", "tc_detach", "tc_query",
     "obj_get", "obj_pin", "prog_fd_by_id", "map_fd_by_id", "close_fd",
@@ -125,6 +126,32 @@ class _OpenOpts(ctypes.Structure):
         ("kernel_log_buf", ctypes.c_char_p),
         ("kernel_log_size", ctypes.c_size_t),
         ("kernel_log_level", ctypes.c_uint32),
+    ]
+
+
+class _ProgLoadOpts(ctypes.Structure):
+    # Up to log_buf: libbpf 1.2 appended log_true_size, which 1.1 would refuse as unknown bytes.
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("attempts", ctypes.c_int),
+        ("expected_attach_type", ctypes.c_int),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("kern_version", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32),
+        ("fd_array", ctypes.c_void_p),
+        ("func_info", ctypes.c_void_p),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_void_p),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_void_p),
     ]
 
 
@@ -318,6 +345,7 @@ class _Lib:
             "bpf_prog_get_fd_by_id": (c.c_int, [c.c_uint32]),
             "bpf_map_get_fd_by_id": (c.c_int, [c.c_uint32]),
             "bpf_prog_test_run_opts": (c.c_int, [c.c_int, c.POINTER(_TestRunOpts)]),
+            "bpf_prog_load": (c.c_int, [c.c_int, c.c_char_p, c.c_char_p, P, c.c_size_t, c.POINTER(_ProgLoadOpts)]),
             "bpf_xdp_attach": (c.c_int, [c.c_int, c.c_int, c.c_uint32, c.POINTER(_XdpAttachOpts)]),
             "bpf_xdp_detach": (c.c_int, [c.c_int, c.c_uint32, c.POINTER(_XdpAttachOpts)]),
             "bpf_xdp_query": (c.c_int, [c.c_int, c.c_int, c.POINTER(_XdpQueryOpts)]),
@@ -713,6 +741,32 @@ def num_possible_cpus():
     if _ncpus is None:
         _ncpus = _call("libbpf_num_possible_cpus", _L().bpf.libbpf_num_possible_cpus)
     return _ncpus
+
+
+# ---------------------------------------------------------------- raw programs
+BPF_PROG_TYPE_SOCKET_FILTER = 1
+
+
+def prog_load(prog_type, name, insns, license="GPL"):
+    """fd of a program given as raw instructions (bytes, 8 per instruction); the verifier's log
+    (its end) is in the BpfError when the kernel refuses it."""
+    insns = bytes(insns)
+    code = ctypes.create_string_buffer(insns, len(insns))
+    log = ctypes.create_string_buffer(1 << 16)
+    opts = _ProgLoadOpts(sz=ctypes.sizeof(_ProgLoadOpts), log_level=0, log_size=len(log),
+                         log_buf=ctypes.cast(log, ctypes.c_void_p))
+    lib = _L()
+    fd = lib.bpf.bpf_prog_load(prog_type, _enc(name), _enc(license), code, len(insns) // 8, ctypes.byref(opts))
+    if fd < 0:
+        err = -fd if fd != -1 else (ctypes.get_errno() or _errno.EINVAL)
+        # Only a failed load is loaded again with a log: logging slows the verifier down.
+        opts.log_level = 1
+        again = lib.bpf.bpf_prog_load(prog_type, _enc(name), _enc(license), code, len(insns) // 8,
+                                      ctypes.byref(opts))
+        if again >= 0:
+            os.close(again)
+        raise BpfError("bpf_prog_load(%s)" % name, err, log.value.decode("utf-8", "replace")[-4000:])
+    return fd
 
 
 # ---------------------------------------------------------------- test run
