@@ -15,6 +15,10 @@ description:
     without Ansible. The files travel inside the module itself, so it is one task and one transfer.
   - Only files whose bytes differ are written (atomically, mode 0600); the directory is made 0700;
     C(.py) files that are no longer part of the engine are removed.
+  - The same task can create the role's directories (O(directories)), install the boot unit
+    (O(unit)) and a file from the controller such as the BPF object (O(object)), so a role needs
+    no separate directory, template or copy task (each costs at least one module run).
+  - Everything is checked before anything is written, so a bad argument changes nothing.
 author:
   - xdplb.katran developers (@xdplb)
 extends_documentation_fragment:
@@ -25,6 +29,9 @@ attributes:
   diff_mode:
     support: full
   idempotent:
+    support: full
+  action:
+    description: The collection's action plugin of the same name reads O(object.src) on the controller.
     support: full
 options:
   dest:
@@ -56,6 +63,33 @@ options:
         description: The unit file's text.
         type: str
         required: true
+  object:
+    description:
+      - A file from the controller to install on the host in the same task, typically the BPF object
+        the balancer role attaches next (its candidate); one M(ansible.builtin.copy) task instead would
+        cost two module runs.
+      - Written only when its bytes or mode differ, atomically, mode 0600; its directory is created
+        (0700) when missing. Nothing is written in check mode.
+      - Give exactly one of O(object.src) and O(object.content_base64). The bytes travel in the
+        module's arguments (not logged on the host), which suits files up to a few megabytes.
+    type: dict
+    suboptions:
+      src:
+        description:
+          - The file on the controller. The action plugin reads it and hands its bytes to the module as
+            O(object.content_base64). A relative path is looked up as for
+            O(ansible.builtin.copy#module:src) (the role's or playbook's C(files/) directory first); a
+            vaulted file is decrypted.
+        type: path
+      content_base64:
+        description:
+          - The file's bytes, base64-encoded, when they are not in a file on the controller. The action
+            plugin sets it from O(object.src).
+        type: str
+      dest:
+        description: Where the file goes on the managed host, such as C(/usr/local/lib/xdplb/bpf/balancer.o.candidate).
+        type: path
+        required: true
 """
 
 EXAMPLES = r"""
@@ -71,6 +105,15 @@ EXAMPLES = r"""
       path: /etc/systemd/system/xdplb-balancer.service
       content: "{{ lookup('ansible.builtin.template', 'xdplb-balancer.service.j2') }}"
   notify: Reload systemd
+
+- name: Engine, its directories and the BPF object from the controller, in one task
+  xdplb.katran.engine_install:
+    dest: /usr/local/lib/xdplb/xdplb_engine
+    directories: [/usr/local/lib/xdplb, /usr/local/lib/xdplb/bpf]
+    object:
+      src: files/bpf/balancer.o
+      dest: /usr/local/lib/xdplb/bpf/balancer.o.candidate
+  register: engine
 """
 
 RETURN = r"""
@@ -97,6 +140,11 @@ unit:
   returned: always
   type: bool
   sample: false
+object:
+  description: Whether the file of O(object) was written (or would be, in check mode).
+  returned: always
+  type: bool
+  sample: true
 host:
   description:
     - What the roles need to know about the host, so they need not gather facts.
@@ -106,6 +154,9 @@ host:
   type: dict
   sample: {systemd: true, default_interface: eth0}
 """
+
+import base64
+import binascii
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -122,25 +173,55 @@ def _shipped():
         routes, tunnel, validate, vips, vipspec)
 
 
+def _object(params):
+    """{dest, data} of O(object) with its bytes decoded, or None."""
+    obj = params["object"]
+    if obj is None:
+        return None
+    if obj["content_base64"] is None:
+        # The action plugin did not read src (the module run without it, or object given as a string).
+        raise EngineError("object.src: %s was not read on the controller (the xdplb.katran.engine_install action "
+                          "plugin reads it when object is a mapping); give object.content_base64 instead" % obj["src"],
+                          field="object.src", value=obj["src"])
+    try:
+        data = base64.b64decode(obj["content_base64"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EngineError("object.content_base64: not valid base64 (%s)" % exc, field="object.content_base64")
+    return {"dest": obj["dest"], "data": data}
+
+
 def main():
     module = AnsibleModule(argument_spec=dict(dest=dict(type="path", required=True),
                                               directories=dict(type="list", elements="path", default=[]),
                                               unit=dict(type="dict", options=dict(
                                                   path=dict(type="path", required=True),
-                                                  content=dict(type="str", required=True)))),
+                                                  content=dict(type="str", required=True))),
+                                              object=dict(type="dict", options=dict(
+                                                  src=dict(type="path"),
+                                                  content_base64=dict(type="str", no_log=True),
+                                                  dest=dict(type="path", required=True)),
+                                                  mutually_exclusive=[("src", "content_base64")],
+                                                  required_one_of=[("src", "content_base64")])),
                            supports_check_mode=True)
+    p = module.params
     try:
-        result = install.ensure(module.params["dest"], module.check_mode,
-                                directories=module.params["directories"], unit=module.params["unit"])
+        obj = _object(p)
+        result = install.ensure(p["dest"], module.check_mode, directories=p["directories"], unit=p["unit"], obj=obj)
     except EngineError as exc:
-        module.fail_json(msg=exc.msg, field=exc.field)
+        module.fail_json(msg=exc.msg, field=exc.field, value=exc.value)
     except OSError as exc:
-        module.fail_json(msg=f"dest: {module.params['dest']}: {exc}", field="dest")
+        module.fail_json(msg=f"dest: {p['dest']}: {exc}", field="dest")
     changes = ([f"directory {d} (0700)" for d in result["directories"]]
                + [f"write {n}" for n in result["written"]] + [f"remove {n}" for n in result["removed"]]
-               + ([f"unit {module.params['unit']['path']}"] if result["unit"] else []))
+               + ([f"unit {p['unit']['path']}"] if result["unit"] else [])
+               + ([f"object {obj['dest']} ({len(obj['data'])} bytes)"] if result["object"] else []))
+    # The object's base64 would be masked anyway (no_log); its size says more.
+    args = dict(p)
+    if obj is not None:
+        args["object"] = dict(p["object"], content_base64="(%d bytes)" % len(obj["data"]))
     module.exit_json(changed=result["changed"], written=result["written"], removed=result["removed"],
-                     directories=result["directories"], unit=result["unit"], host=install.host_facts(),
+                     directories=result["directories"], unit=result["unit"], object=result["object"],
+                     host=install.host_facts(), invocation={"module_args": args},
                      diff={"before": "", "after": "".join(c + "\n" for c in changes)})
 
 

@@ -1,5 +1,7 @@
 """engine_install: the engine the boot units run is the one the modules run, installed in one task."""
 import ast
+import base64
+import json
 import os
 import stat
 import subprocess
@@ -8,7 +10,8 @@ import sys
 import pytest
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import install
-from lab_playbook import REPO, adhoc
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+from lab_playbook import REPO, adhoc, playbook, task_results
 
 ENGINE_DIR = os.path.join(REPO, "plugins", "module_utils", "engine")
 MODULE = os.path.join(REPO, "plugins", "modules", "engine_install.py")
@@ -139,3 +142,94 @@ def test_keep_file_writes_0600_atomically_only_when_bytes_or_mode_differ(tmp_pat
     with open(dest, "rb") as handle:
         assert handle.read() == b'{"vips": []}'
     assert os.listdir(tmp_path) == ["balancer.json"]
+
+
+def _play(tmp_path, args, *extra):
+    """engine_install with ``args`` as a one-task playbook (``extra``: ansible-playbook options such
+    as --check); the playbook sits in tmp_path, so a relative object.src is looked up under it."""
+    path = tmp_path / "engine_install.json"
+    path.write_text(json.dumps([{"hosts": INVENTORY.rstrip(","), "gather_facts": False,
+                                 "tasks": [{"name": "adhoc", "xdplb.katran.engine_install": args}]}]))
+    _rc, data = playbook(str(path), "-i", INVENTORY, *extra, check=False)
+    return task_results(data, "adhoc")["localhost"]
+
+
+def test_object_from_the_controller_is_written_0600_only_when_bytes_or_mode_differ(dest, tmp_path):
+    src = tmp_path / "balancer.o"
+    src.write_bytes(bytes(range(256)) * 40)
+    obj = str(tmp_path / "lib" / "bpf" / "balancer.o.candidate")
+    args = {"dest": dest, "object": {"src": str(src), "dest": obj}}
+    check = _play(tmp_path, args, "--check", "--diff")
+    assert check["changed"] and check["object"] and not os.path.exists(os.path.dirname(obj)), check
+    assert "object %s (10240 bytes)" % obj in check["diff"]["after"]
+    first = _play(tmp_path, args)
+    assert first["changed"] and first["object"], first
+    with open(obj, "rb") as handle:
+        assert handle.read() == src.read_bytes()
+    assert stat.S_IMODE(os.stat(obj).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(obj)).st_mode) == 0o700
+    again = _play(tmp_path, args)
+    assert not again["changed"] and not again["object"], again
+    assert not _play(tmp_path, args, "--check")["changed"]
+    os.chmod(obj, 0o644)
+    mode = _play(tmp_path, args)
+    assert mode["changed"] and mode["object"] and stat.S_IMODE(os.stat(obj).st_mode) == 0o600
+    src.write_bytes(b"\x7fELF another object")
+    edited = _play(tmp_path, args)
+    assert edited["changed"] and edited["object"] and edited["written"] == [], edited
+    with open(obj, "rb") as handle:
+        assert handle.read() == b"\x7fELF another object"
+    assert sorted(os.listdir(os.path.dirname(obj))) == ["balancer.o.candidate"], "no temporary file left"
+
+
+def test_object_src_is_looked_up_as_copy_does(dest, tmp_path):
+    # Relative to the playbook (its files/ directory first), as ansible.builtin.copy's src.
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "pass.o").write_bytes(b"from files/")
+    obj = str(tmp_path / "pass.o.candidate")
+    result = _play(tmp_path, {"dest": dest, "object": {"src": "pass.o", "dest": obj}})
+    assert result["object"], result
+    with open(obj, "rb") as handle:
+        assert handle.read() == b"from files/"
+
+
+def test_a_bad_object_is_refused_by_name_before_anything_is_written(dest, tmp_path):
+    missing = str(tmp_path / "nowhere" / "balancer.o")
+    result = _play(tmp_path, {"dest": dest, "directories": [str(tmp_path / "lib")],
+                              "object": {"src": missing, "dest": str(tmp_path / "x.o")}})
+    assert result.get("field") == "object.src" and result["value"] == missing, result
+    assert result["msg"] == "object.src: %s not found on the controller" % missing
+    src = tmp_path / "balancer.o"
+    src.write_bytes(b"\x7fELF")
+    for obj_dest, why in ((str(tmp_path), "is a directory"), (str(src / "x.o"), "is not a directory")):
+        result = _play(tmp_path, {"dest": dest, "directories": [str(tmp_path / "lib")],
+                                  "object": {"src": str(src), "dest": obj_dest}})
+        assert result.get("field") == "object.dest" and why in result["msg"], result
+    both = _play(tmp_path, {"dest": dest, "object": {"src": str(src), "content_base64": "AAAA", "dest": "/x.o"}})
+    assert both.get("field") == "object", both
+    bad = _play(tmp_path, {"dest": dest, "object": {"content_base64": "not base64!", "dest": str(tmp_path / "x.o")}})
+    assert bad.get("field") == "object.content_base64", bad
+    # The engine, its directories and the object are all checked before the first write.
+    assert sorted(os.listdir(tmp_path)) == ["balancer.o", "engine_install.json"]
+
+
+def test_object_as_base64_without_a_controller_file(dest, tmp_path):
+    obj = str(tmp_path / "x.o")
+    result = _play(tmp_path, {"dest": dest, "object": {"content_base64": base64.b64encode(b"\x00\x01").decode(),
+                                                       "dest": obj}})
+    assert result["object"] and not result.get("failed"), result
+    with open(obj, "rb") as handle:
+        assert handle.read() == b"\x00\x01"
+
+
+def test_ensure_checks_the_object_before_it_writes_anything(tmp_path):
+    dest = str(tmp_path / "xdplb_engine")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(EngineError) as info:
+        install.ensure(dest, directories=[str(tmp_path / "lib")],
+                       obj={"dest": str(blocker / "bpf" / "x.o"), "data": b"x"})
+    assert info.value.field == "object.dest"
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+    check = install.ensure(dest, check_mode=True, obj={"dest": str(tmp_path / "bpf" / "x.o"), "data": b"x"})
+    assert check["object"] and check["changed"] and sorted(os.listdir(tmp_path)) == ["file"]

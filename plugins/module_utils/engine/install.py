@@ -3,8 +3,8 @@
 The files are read through the import system rather than from disk, because inside a module they
 live in the AnsiballZ payload (a zip); the same code works from a checkout. Files are written only
 when their bytes differ, atomically (temporary file, then rename), root-only. The same task can
-install the systemd unit that runs the engine at boot; keep_file() puts a state file in place
-once it has been applied.
+install the systemd unit that runs the engine at boot and a file sent from the controller (the
+balancer role's BPF object); keep_file() puts a state file in place once it has been applied.
 """
 import os
 import pkgutil
@@ -56,7 +56,7 @@ def _loose_or_missing(path):
 
 def atomic_write(path, data, mode, sync=False):
     """Atomic write: a temporary file in the same directory, then rename (``sync``: fsync first).
-    The engine's one file writer (engine files, boot unit, state files)."""
+    The engine's one file writer (engine files, boot unit, object, state files)."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -92,12 +92,26 @@ def keep_file(dest, data, check_mode=False, mode=0o600):
     return True
 
 
-def ensure(dest, check_mode=False, files=None, directories=(), unit=None):
+def _check_file_dest(path, field):
+    """A file can go to ``path``: it is not a directory, and its parent is a directory or missing."""
+    if os.path.isdir(path):
+        raise EngineError(f"{field}: {path} is a directory", field=field, value=path)
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise EngineError(f"{field}: {parent} (a parent of {path}) is not a directory", field=field, value=path)
+
+
+def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=None):
     """Make ``dest`` hold exactly the engine's files, and each of ``directories`` exist with mode 0700
     (created or tightened; the roles keep their object and state there). ``unit`` ({path, content}):
     the systemd unit that runs the engine at boot, mode 0644, its directory created (0755) when
-    missing. Returns {changed, written, removed, mode_fixed, directories, unit}: ``directories``
-    lists those created or tightened, ``unit`` whether the unit file changed."""
+    missing. ``obj`` ({dest, data: bytes}): a file sent from the controller (the balancer role's BPF
+    object), mode 0600, its directory created (0700) when missing. Everything is checked before
+    anything is written. Returns {changed, written, removed, mode_fixed, directories, unit, object}:
+    ``directories`` lists those created or tightened, ``unit`` and ``object`` whether that file
+    changed."""
     files = sources() if files is None else files
     dirs = [d for d in directories if _loose_or_missing(d)]
     write, remove = plan(dest, files)
@@ -105,10 +119,13 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None):
     unit_data = unit["content"].encode() if unit else None
     if unit and os.path.isdir(unit["path"]):
         raise EngineError(f"unit.path: {unit['path']} is a directory", field="unit.path", value=unit["path"])
+    if obj:
+        _check_file_dest(obj["dest"], "object.dest")
     unit_changed = bool(unit) and _differs(unit["path"], unit_data, 0o644)
-    changed = bool(write or remove or mode_fixed or dirs or unit_changed or not os.path.isdir(dest))
+    obj_changed = bool(obj) and _differs(obj["dest"], obj["data"], 0o600)
+    changed = bool(write or remove or mode_fixed or dirs or unit_changed or obj_changed or not os.path.isdir(dest))
     result = dict(changed=changed, written=write, removed=remove, mode_fixed=mode_fixed, directories=dirs,
-                  unit=unit_changed)
+                  unit=unit_changed, object=obj_changed)
     if check_mode or not changed:
         return result
     for path in dirs:
@@ -128,6 +145,9 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None):
     if unit_changed:
         os.makedirs(os.path.dirname(os.path.abspath(unit["path"])), mode=0o755, exist_ok=True)
         atomic_write(os.path.abspath(unit["path"]), unit_data, 0o644)
+    if obj_changed:
+        os.makedirs(os.path.dirname(os.path.abspath(obj["dest"])), mode=0o700, exist_ok=True)
+        atomic_write(os.path.abspath(obj["dest"]), obj["data"], 0o600)
     return result
 
 

@@ -20,24 +20,45 @@ SCOPE_UNIVERSE = 0
 SCOPE_LINK = 253
 SCOPE_HOST = 254
 
-try:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-    HAS_PYROUTE2 = True
-except ImportError:  # reported by open_iproute() so the message can say what to install
-    IPRoute = None
-    HAS_PYROUTE2 = False
+# pyroute2 is imported on first use, not with this file: the import costs 0.25-0.4 s, and most
+# modules that reach this file through hostnet or install (engine_install, lb_vip, ...) never open a
+# netlink socket. IPRoute, NetlinkError and HAS_PYROUTE2 are still attributes of this module
+# (__getattr__ below), so callers' `except netlink.NetlinkError` clauses work unchanged: such a clause
+# is only evaluated once something raised, and then imports pyroute2 if no socket has yet.
+_PYROUTE2 = {}
 
-    class NetlinkError(Exception):
-        code = 0
+
+class _NoNetlinkError(Exception):
+    """NetlinkError without pyroute2: nothing raises it, so an except clause naming it matches nothing."""
+    code = 0
+
+
+def _pyroute2():
+    """{IPRoute, NetlinkError, HAS_PYROUTE2}, importing pyroute2 on the first call."""
+    if not _PYROUTE2:
+        try:
+            from pyroute2 import IPRoute
+            from pyroute2.netlink.exceptions import NetlinkError
+        except ImportError:  # reported by open_iproute() so the message can say what to install
+            IPRoute, NetlinkError = None, _NoNetlinkError
+        _PYROUTE2.update(IPRoute=IPRoute, NetlinkError=NetlinkError, HAS_PYROUTE2=IPRoute is not None)
+    return _PYROUTE2
+
+
+def __getattr__(name):
+    # PEP 562: only called for names this module does not define, so the constants above cost nothing.
+    if name in ("IPRoute", "NetlinkError", "HAS_PYROUTE2"):
+        return _pyroute2()[name]
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 def open_iproute():
     """An IPRoute bound to the network namespace this process is in (0.7.2 has no netns=)."""
-    if not HAS_PYROUTE2:
+    iproute = _pyroute2()["IPRoute"]
+    if iproute is None:
         raise EngineError("pyroute2 is required on the managed host "
                           "(Debian: apt install python3-pyroute2; elsewhere: pip install pyroute2)")
-    return IPRoute()
+    return iproute()
 
 
 def errno_name(exc):
@@ -84,7 +105,7 @@ def link(ipr, name):
         return None
     try:
         msgs = ipr.get_links(found[0])
-    except NetlinkError as exc:
+    except _pyroute2()["NetlinkError"] as exc:
         if exc.code == errno.ENODEV:  # removed between lookup and get
             return None
         raise
