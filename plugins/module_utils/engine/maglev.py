@@ -332,7 +332,7 @@ def _canonical_ring(active, size):
 
 def _kernel_filler(size, n_reals):
     """maglev_kernel's Filler when it can build this ring (it gives the same ring as _populate,
-    about ten times faster), else None. USE_KERNEL = False forces the Python loop (tests)."""
+    about eight times faster), else None. USE_KERNEL = False forces the Python loop (tests)."""
     if not USE_KERNEL or n_reals > maglev_kernel.MAX_REALS:
         return None
     return maglev_kernel.filler(size)

@@ -5,7 +5,7 @@ Why: filling a 65537-slot ring walks about 800,000 preference-list entries, 35-5
 Python per ring on this project's test machine; the same walk runs in about 4 ms as BPF. Everything
 else (hashes, turn order, validation) stays in maglev.py, whose ``_populate`` remains the reference:
 a host that cannot load this program (no libbpf, kernel older than 5.5, no CAP_BPF) uses it and
-builds the same ring, and tests compare both on thousands of rings.
+builds the same ring, and tests compare both on hundreds of rings.
 
 The program is assembled here from raw instructions rather than shipped as an object file, so the
 engine needs no file on the host beyond itself. It runs as a socket filter (the most widely
@@ -247,7 +247,7 @@ class Filler:
         self._map.close()
 
 
-_fillers = {}  # size -> Filler, or the reason it cannot be made; for this process only
+_fillers = {}  # (pid, size) -> Filler, or the reason it cannot be made
 
 
 def filler(size):
