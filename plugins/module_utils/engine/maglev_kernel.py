@@ -81,6 +81,16 @@ class _Asm:
         self.jumps.append((len(self.out), op, dst, imm, label))
         self.out.append(None)
 
+    def element(self, dst, index, shift, base=0):
+        """dst = r6 + (index << shift) + base: the address of element ``index`` of the array at
+        ``base`` in the entry (r6). A base above 32767 cannot be a load's 16-bit offset, so it is
+        added here; base 0 leaves it to the load or store."""
+        self.alu(_MOV, dst, src=index)
+        self.alu(_LSH, dst, shift)
+        self.alu(_ADD, dst, src=6)
+        if base:
+            self.alu(_ADD, dst, base)
+
     def ld_map_fd(self, dst, fd):
         self.out += [_insn(_LD | _DW | _IMM, dst, _PSEUDO_MAP_FD, 0, fd), _insn(0)]
 
@@ -106,6 +116,13 @@ def _program(map_fd, size):
     """
     ring = _ORDER + 2 * size
     a = _Asm()
+
+    def real_of_turn():
+        a.jump(_JGE, "done", 7, size)                 # every turn taken: the ring is full
+        a.element(1, 7, 1, _ORDER)                    # i = order[t]
+        a.load(_H, 1, 1)
+        a.jump(_JGE, "error", 1, MAX_REALS)
+
     a.store(_W, 10, -4, imm=0)                        # key 0
     a.ld_map_fd(1, map_fd)
     a.alu(_MOV, 2, src=10)
@@ -118,34 +135,15 @@ def _program(map_fd, size):
     a.load(_W, 3, 6, _MID)
     a.jump(_JEQ, "turn", 3, 0)
     a.load(_W, 8, 6, _P)                              # resume turn t at the saved position
-    a.label("real")
-    a.jump(_JGE, "done", 7, size)
-    a.alu(_MOV, 1, src=7)                             # i = order[t]
-    a.alu(_LSH, 1, 1)
-    a.alu(_ADD, 1, src=6)
-    a.alu(_ADD, 1, _ORDER)
-    a.load(_H, 1, 1)
-    a.jump(_JGE, "error", 1, MAX_REALS)
-    a.alu(_MOV, 3, src=1)                             # s = skip[i]
-    a.alu(_LSH, 3, 2)
-    a.alu(_ADD, 3, src=6)
-    a.alu(_ADD, 3, _SKIP)
+    real_of_turn()
+    a.element(3, 1, 2, _SKIP)                         # s = skip[i]
     a.load(_W, 2, 3)
     a.jump(_JGE, "error", 2, size)
     a.jump(_JGE, "error", 8, size)
     a.jump(_JA, "probe")
     a.label("turn")                                   # a new turn starts at pos[i]
-    a.jump(_JGE, "done", 7, size)
-    a.alu(_MOV, 1, src=7)
-    a.alu(_LSH, 1, 1)
-    a.alu(_ADD, 1, src=6)
-    a.alu(_ADD, 1, _ORDER)
-    a.load(_H, 1, 1)
-    a.jump(_JGE, "error", 1, MAX_REALS)
-    a.alu(_MOV, 3, src=1)
-    a.alu(_LSH, 3, 2)
-    a.alu(_ADD, 3, src=6)
-    a.alu(_ADD, 3, _POS)
+    real_of_turn()
+    a.element(3, 1, 2, _POS)
     a.load(_W, 8, 3)
     a.load(_W, 2, 3, _SKIP - _POS)
     a.jump(_JGE, "error", 8, size)
@@ -153,10 +151,7 @@ def _program(map_fd, size):
     a.label("probe")
     a.jump(_JEQ, "save", 9, 0)
     a.alu(_SUB, 9, 1)
-    a.alu(_MOV, 3, src=8)                             # ring[p]
-    a.alu(_LSH, 3, 1)
-    a.alu(_ADD, 3, src=6)
-    a.alu(_ADD, 3, ring)
+    a.element(3, 8, 1, ring)                          # ring[p]
     a.load(_H, 4, 3)
     a.jump(_JNE, "taken", 4, FREE)
     a.store(_H, 3, 0, src=1)                          # claim: ring[p] = i, pos[i] = p + s (mod size)
@@ -164,9 +159,7 @@ def _program(map_fd, size):
     a.jump(_JLT, "claimed", 8, size)
     a.alu(_SUB, 8, size)
     a.label("claimed")
-    a.alu(_MOV, 3, src=1)
-    a.alu(_LSH, 3, 2)
-    a.alu(_ADD, 3, src=6)
+    a.element(3, 1, 2)
     a.store(_W, 3, _POS, src=8)
     a.alu(_ADD, 7, 1)
     # Forget t's lower bound: otherwise it rises every turn and no two verifier states are alike,
