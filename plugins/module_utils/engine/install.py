@@ -117,8 +117,8 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
     write, remove = plan(dest, files)
     mode_fixed = os.path.isdir(dest) and os.stat(dest).st_mode & 0o077 != 0
     unit_data = unit["content"].encode() if unit else None
-    if unit and os.path.isdir(unit["path"]):
-        raise EngineError(f"unit.path: {unit['path']} is a directory", field="unit.path", value=unit["path"])
+    if unit:
+        _check_file_dest(unit["path"], "unit.path")
     if obj:
         _check_file_dest(obj["dest"], "object.dest")
     unit_changed = bool(unit) and _differs(unit["path"], unit_data, 0o644)
