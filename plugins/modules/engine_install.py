@@ -170,7 +170,7 @@ def _shipped():
     from ansible_collections.xdplb.katran.plugins.module_utils.engine import (  # noqa: F401
         __main__, abi, addresses, backend_restore, balancer, bpfmap, btf, cli, decap, decap_abi, doctor,
         errors, hostnet, lab, labflows, labtraffic, libbpf, maglev, maglev_kernel, netconf, netlink, probe, program,
-        routes, tunnel, validate, vips, vipspec)
+        routes, statefile, tunnel, validate, vips, vipspec)
 
 
 def _object(params):

@@ -114,6 +114,9 @@ options:
         service (atomically, mode 0600, only when its bytes differ). The balancer role keeps its
         state file for the boot-time restore this way, so the boot unit never restores a request
         the kernel refused. Nothing is written when the run fails or in check mode.
+      - A state document (a JSON object) is first checked as the restore reads it (C(version),
+        C(object), C(interface), C(mode), C(config), ...); a field it would refuse fails the task
+        before anything changes, named as C(content.mode) or C(src.mode).
     type: path
   purge:
     description: With O(vips) or O(src), remove every VIP of the balancer that is not listed.
@@ -276,7 +279,7 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import install, libbpf, vips, vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import install, libbpf, statefile, vips, vipspec
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 
@@ -285,9 +288,10 @@ def _safe(value):
 
 
 def _set_form(p):
-    """(the JSON document as bytes or None, the VIP list, its field name) of vips, src or content."""
+    """(the JSON document as bytes or None, the decoded document, the VIP list, its field name) of
+    vips, src or content."""
     if p["vips"] is not None:
-        return None, p["vips"], "vips"
+        return None, None, p["vips"], "vips"
     field = "src" if p["src"] else "content"
     try:
         if p["src"]:
@@ -300,9 +304,17 @@ def _set_form(p):
         if p["src"]:
             raise EngineError("src: cannot read VIPs from %r: %s" % (p["src"], exc), field="src", value=p["src"])
         raise EngineError("content: not valid JSON: %s" % exc, field="content")
-    if isinstance(data, dict):
-        data = data.get("vips", [])
-    return document, data, field
+    return document, data, data.get("vips", []) if isinstance(data, dict) else data, field
+
+
+def _check_kept(data, field):
+    """A state document that keep_as keeps must be one the boot-time restore accepts: its VIPs are
+    the request, validated already; this checks the rest as the restore will read it."""
+    try:
+        statefile.parse_settings(data)
+    except EngineError as exc:
+        raise EngineError("%s.%s (keep_as keeps the state file the boot-time restore reads)" % (field, exc.msg),
+                          field="%s.%s" % (field, exc.field), value=exc.value)
 
 
 def _request(p):
@@ -317,7 +329,7 @@ def _request(p):
             addr = vipspec.address(p["address"], "address")
             return [], [vipspec.key_text(addr.compressed, port, p["protocol"])], None
         return [vipspec.parse_vip(single)], [], None
-    document, raw, field = _set_form(p)
+    document, data, raw, field = _set_form(p)
     if p["state"] == "absent":
         keys = []
         for i, v in enumerate(raw if isinstance(raw, list) else [raw]):
@@ -331,7 +343,10 @@ def _request(p):
                 vipspec.fail(path + ".protocol", v.get("protocol"), "is not a supported protocol (tcp or udp)")
             keys.append(vipspec.key_text(addr.compressed, port, proto))
         return [], keys, document
-    return vipspec.parse_vips(raw, path=field), [], document
+    desired = vipspec.parse_vips(raw, path=field)
+    if p["keep_as"] and isinstance(data, dict):
+        _check_kept(data, field)
+    return desired, [], document
 
 
 def _diff_text(view):

@@ -236,6 +236,7 @@ def test_content_applies_a_state_document_and_keeps_it_only_once_in_service(lab)
     kept = str(tmp / "balancer.json")
     document = json.dumps({"version": 1, "object": BALANCER_O, "interface": "lb0", "vips": VIPS})
     bad = json.dumps({"vips": [dict(VIPS[0], port=70000)]})
+    bad_mode = json.dumps({"version": 1, "object": BALANCER_O, "interface": "lb0", "mode": "fast", "vips": VIPS})
 
     def task(name, content, **kw):
         args = {"content": content, "keep_as": kept, "purge": True, "pin_root": pin}
@@ -244,11 +245,14 @@ def test_content_applies_a_state_document_and_keeps_it_only_once_in_service(lab)
     before = dump(pin)
     r = playbook(lab["lb"].name, [task("check", document, check_mode=True),
                                   task("refused", bad, ignore_errors=True),
-                                  task("not json", "{", ignore_errors=True)], tmp)
+                                  task("not json", "{", ignore_errors=True),
+                                  task("restore would refuse it", bad_mode, ignore_errors=True)], tmp)
     assert dump(pin) == before and not os.path.exists(kept)
     assert r["check"]["result"]["kept"] and r["check"]["result"]["changed"]
     assert r["refused"]["status"] == "failed" and r["refused"]["result"]["field"] == "content[0].port"
     assert r["not json"]["status"] == "failed" and r["not json"]["result"]["field"] == "content"
+    refused = r["restore would refuse it"]
+    assert refused["status"] == "failed" and refused["result"]["field"] == "content.mode", refused
     assert "characters of JSON" in r["check"]["result"]["invocation"]["module_args"]["content"]
     r = playbook(lab["lb"].name, [task("apply", document), task("again", document)], tmp)
     assert r["apply"]["result"]["kept"] and r["apply"]["result"]["changed"]

@@ -18,15 +18,11 @@ import json
 import os
 import sys
 
-from . import backend_restore, balancer, install, libbpf, program, vips, vipspec
+from . import backend_restore, balancer, install, libbpf, program, vips
 from .errors import EngineError
+from .statefile import STATE_VERSION, parse_state
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
-STATE_VERSION = 1
-STATE_KEYS = ("version", "object", "program", "interface", "mode", "pin_root", "config", "vips",
-              "purge", "ring_size")
-CONFIG_KEYS = ("interface", "gateway_mac", "gateway", "source_mode", "source_v4", "source_v6",
-               "max_packet_size")
 
 
 class UsageError(EngineError):
@@ -53,45 +49,6 @@ def load_state(path):
         return parse_state(data)
     except EngineError as exc:
         raise UsageError("%s: %s" % (path, exc.msg), field=exc.field, value=exc.value)
-
-
-def parse_state(data):
-    unknown = [k for k in data if k not in STATE_KEYS]
-    if unknown:
-        raise EngineError("%s: unknown key (expected %s)" % (unknown[0], ", ".join(STATE_KEYS)), field=unknown[0])
-    if data.get("version", STATE_VERSION) != STATE_VERSION:
-        raise EngineError("version: %r is not supported (this engine reads version %d)"
-                          % (data.get("version"), STATE_VERSION), field="version")
-    for key in ("object", "interface"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise EngineError("%s: is required (a string)" % key, field=key, value=data.get(key))
-    mode = data.get("mode") or "auto"
-    if mode not in program.MODES:
-        raise EngineError("mode: %r must be one of %s" % (mode, ", ".join(program.MODES)), field="mode", value=mode)
-    cfg = data.get("config")
-    if cfg is not None:
-        if not isinstance(cfg, dict):
-            raise EngineError("config: must be an object", field="config", value=cfg)
-        bad = [k for k in cfg if k not in CONFIG_KEYS]
-        if bad:
-            raise EngineError("config.%s: unknown key (expected %s)" % (bad[0], ", ".join(CONFIG_KEYS)),
-                              field="config." + bad[0])
-        args = dict(cfg)
-        args.setdefault("interface", data["interface"])
-        try:
-            # The interface may not exist yet at boot: that is checked when the config is applied.
-            cfg = balancer.config_request(check_interface=False, **args)
-        except EngineError as exc:
-            raise EngineError("config.%s" % exc.msg, field="config.%s" % exc.field, value=exc.value)
-    ring_size = data.get("ring_size")
-    if ring_size is not None:
-        vipspec.ring_size(ring_size)
-    purge = data.get("purge", True)
-    if not isinstance(purge, bool):
-        raise EngineError("purge: must be true or false", field="purge", value=purge)
-    return {"object": data["object"], "program": data.get("program"), "interface": data["interface"],
-            "mode": mode, "pin_root": data.get("pin_root") or balancer.DEFAULT_PIN_ROOT, "config": cfg,
-            "vips": vipspec.parse_vips(data.get("vips") or []), "purge": purge, "ring_size": ring_size}
 
 
 def write_state(path, state):
