@@ -32,14 +32,23 @@ attributes:
     support: full
 options:
   vips:
-    description: VIP addresses this backend serves (IPv4 and IPv6; a prefix length is ignored).
+    description:
+      - VIP addresses this backend serves (IPv4 and IPv6; a prefix length is ignored).
+      - Defaults to the C(vips) of O(state_file). Give O(vips), O(state_file) or both.
     type: list
     elements: str
-    required: true
+  state_file:
+    description:
+      - The backend state file the backend role keeps (C(/etc/xdplb/backend.json)), read with the same
+        schema as C(backend-restore). An invalid one fails the task naming the field and value; a
+        missing one is a C(deployed) finding (critical) when O(vips) is not given either.
+      - Its C(vips) and C(families) are the defaults of O(vips) and O(outer_families).
+    type: path
   outer_families:
     description:
       - Address families of the outer (tunnel) header the balancers send to this backend. C(4) for
-        IPIP, C(6) for IP6IP6 and 4in6. Defaults to the families of O(vips).
+        IPIP, C(6) for IP6IP6 and 4in6. Defaults to the C(families) of O(state_file), else to the
+        families of O(vips).
     type: list
     elements: int
     choices: [4, 6]
@@ -51,6 +60,11 @@ options:
 """
 
 EXAMPLES = r"""
+- name: Check a backend against what the role left in its state file
+  xdplb.katran.backend_check:
+    state_file: /etc/xdplb/backend.json
+    fail_on: critical
+
 - name: Check every backend
   xdplb.katran.backend_check:
     vips: [10.99.0.10, "fd00:99::10"]
@@ -62,6 +76,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+state:
+  description: The document of O(state_file), validated; null when no state file was given or it does not exist.
+  returned: always
+  type: dict
+  sample: {kind: backend, vips: [10.99.0.10], families: [4]}
 kernel_tunnels:
   description: Whether the running kernel can provide ipip and ip6tnl devices (loaded, built in, or loadable).
   returned: always
@@ -79,7 +98,7 @@ findings:
   elements: dict
   contains:
     check:
-      description: C(decap), C(rp_filter), C(vip_bound), C(arp_ignore), C(arp_announce), C(arp), C(headroom), C(tunnel_counters).
+      description: C(deployed), C(decap), C(rp_filter), C(vip_bound), C(arp_ignore), C(arp_announce), C(arp), C(headroom), C(tunnel_counters).
       type: str
     severity:
       description: C(critical), C(warning), C(info) or C(ok).
@@ -107,22 +126,43 @@ findings:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import doctor, netlink
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+import os
+
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import backend_restore, doctor, netlink
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
+
+
+def _state(path):
+    """The validated document at `path`, None when there is no such file (never deployed)."""
+    if path is None or not os.path.lexists(path):
+        return None
+    return backend_restore.load_state(path)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            vips=dict(type="list", elements="str", required=True),
+            vips=dict(type="list", elements="str"),
+            state_file=dict(type="path"),
             outer_families=dict(type="list", elements="int", choices=[4, 6]),
             fail_on=dict(type="str", choices=["critical", "warning", "never"], default="never"),
         ),
+        required_one_of=[("vips", "state_file")],
         supports_check_mode=True,
     )
+    p = module.params
+    state = None
     try:
-        vips = doctor.validate_vips(module.params["vips"])
-        families = module.params["outer_families"] or sorted({6 if ":" in vip else 4 for vip in vips})
+        state = _state(p["state_file"])
+        if p["vips"] is None and state is None:
+            finding = {"check": "deployed", "severity": "critical", "vip": None, "device": None,
+                       "message": "no state file at %s and no vips given: the backend role never ran here" % p["state_file"],
+                       "fix": "run xdplb.katran.site (or the backend role) for this host"}
+            module.exit_json(changed=False, status="critical", findings=[finding], state=None,
+                             kernel_tunnels=doctor.kernel_tunnel_support())
+        vips = doctor.validate_vips(p["vips"] if p["vips"] is not None else state["vips"])
+        families = (p["outer_families"] or (state["families"] if state else None)
+                    or sorted({6 if ":" in vip else 4 for vip in vips}))
         ipr = netlink.open_iproute()
         try:
             links, addrs = doctor.inspect(ipr)
@@ -135,14 +175,15 @@ def main():
             bpf_devices = []
         findings = doctor.check_backend(vips, links, addrs, bpf_devices, families, advmss)
     except EngineError as exc:
-        module.fail_json(msg=exc.msg, field=exc.field)
+        module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
     status = doctor.summarize(findings)
     limit = module.params["fail_on"]
     if limit != "never" and (status == "critical" or (limit == "warning" and status == "warning")):
         problems = [f["message"] + " -> fix: " + f["fix"] for f in findings if f["severity"] in ("critical", "warning")]
         module.fail_json(msg="backend check found problems: " + "; ".join(problems), status=status, findings=findings,
-                         kernel_tunnels=doctor.kernel_tunnel_support())
-    module.exit_json(changed=False, status=status, findings=findings, kernel_tunnels=doctor.kernel_tunnel_support())
+                         state=state, kernel_tunnels=doctor.kernel_tunnel_support())
+    module.exit_json(changed=False, status=status, findings=findings, state=state,
+                     kernel_tunnels=doctor.kernel_tunnel_support())
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ stats:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import decap
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
 def main():
@@ -121,7 +121,7 @@ def main():
                                   addresses, params["state"])
         result = decap.ensure(request, params["pin_root"], module.check_mode)
     except EngineError as exc:
-        module.fail_json(msg=exc.msg, field=exc.field)
+        module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
     except Exception as exc:  # BpfError: errno and libbpf's own words
         module.fail_json(msg=f"BPF operation failed: {exc}")
     module.exit_json(changed=result["changed"], changes=result["changes"],

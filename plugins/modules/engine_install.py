@@ -13,8 +13,10 @@ description:
   - Writes the engine package (the plain-Python code behind every module of this collection) to
     O(dest), so that C(python3 -m xdplb_engine restore) and C(backend-restore) can run at boot
     without Ansible. The files travel inside the module itself, so it is one task and one transfer.
-  - Only files whose bytes differ are written (atomically, mode 0600); the directory is made 0700;
-    C(.py) files that are no longer part of the engine are removed.
+  - Only files whose bytes differ are written (atomically, mode 0600); C(.py) files that are no
+    longer part of the engine are removed. A missing O(dest) is created with mode 0700. An existing
+    one is left as it is, never re-moded, but one that group or others can write is refused (the
+    boot unit runs its code as root).
   - The same task can create the role's directories (O(directories)), install the boot unit
     (O(unit)) and a file from the controller such as the BPF object (O(object)), so a role needs
     no separate directory, template or copy task (each costs at least one module run).
@@ -40,9 +42,11 @@ options:
     required: true
   directories:
     description:
-      - Further directories to create, or tighten, to mode 0700 in the same task, such as where a
-        role keeps its BPF object and state file. Parents of a new directory are created too (with
-        the default mode, before O(dest)); list them first to make them 0700 as well.
+      - Further directories to create in the same task, such as where a role keeps its BPF object
+        and state file. A missing one is created with mode 0700; one that exists is left as it is,
+        never re-moded (so C(/usr/local/lib) given here keeps its mode). Parents of a new directory
+        are created too (with the default mode, before O(dest)); list them first to make them 0700
+        as well.
     type: list
     elements: path
     default: []
@@ -130,7 +134,7 @@ removed:
   elements: str
   sample: []
 directories:
-  description: Entries of O(directories) created or tightened to 0700 (or that would be, in check mode).
+  description: Entries of O(directories) created, mode 0700 (or that would be, in check mode); existing ones are not listed.
   returned: always
   type: list
   elements: str
@@ -150,9 +154,13 @@ host:
     - What the roles need to know about the host, so they need not gather facts.
     - C(systemd) is whether systemd manages the host (the directory C(/run/systemd/system) exists),
       C(default_interface) the interface of the IPv4 default route (null when there is none).
+    - C(python) is the interpreter this module ran with on the host (the one Ansible used there), which
+      the roles put in their boot units' C(ExecStart) by default.
+    - C(interfaces) lists the names of the host's network devices (the balancer role refuses an unknown
+      O(ignore:balancer_interface) before it attaches anything).
   returned: always
   type: dict
-  sample: {systemd: true, default_interface: eth0}
+  sample: {systemd: true, default_interface: eth0, python: /usr/bin/python3, interfaces: [eth0, lo]}
 """
 
 import base64
@@ -161,14 +169,14 @@ import binascii
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import install
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
 def _shipped():
     """Never called. AnsiballZ ships the module_utils a module imports, so these imports are what
     puts the whole engine into this module's payload; tests check the list against the directory."""
     from ansible_collections.xdplb.katran.plugins.module_utils.engine import (  # noqa: F401
-        __main__, abi, addresses, backend_restore, balancer, bpfmap, btf, cli, decap, decap_abi, doctor,
+        __main__, abi, addresses, backend_restore, backend_state, balancer, bpfmap, btf, cli, decap, decap_abi, doctor,
         errors, hostnet, lab, labflows, labtraffic, libbpf, maglev, maglev_kernel, netconf, netlink, probe, program,
         routes, statefile, tunnel, validate, vips, vipspec)
 
@@ -208,7 +216,7 @@ def main():
         obj = _object(p)
         result = install.ensure(p["dest"], module.check_mode, directories=p["directories"], unit=p["unit"], obj=obj)
     except EngineError as exc:
-        module.fail_json(msg=exc.msg, field=exc.field, value=exc.value)
+        module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
     except OSError as exc:
         module.fail_json(msg=f"dest: {p['dest']}: {exc}", field="dest")
     changes = ([f"directory {d} (0700)" for d in result["directories"]]

@@ -128,7 +128,7 @@ removed:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import addresses
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
 def main():
@@ -150,7 +150,7 @@ def main():
             exclusive=params["exclusive"], managed_networks=params["managed_networks"],
             nodad=params["nodad"], check_mode=module.check_mode)
     except EngineError as exc:
-        module.fail_json(msg=str(exc), field=exc.field, value=exc.value)
+        module.fail_json(msg=str(exc), field=exc.field, value=short(exc.value))
     diff = {"before_header": "%s addresses" % result["device"],
             "after_header": "%s addresses" % result["device"],
             "before": "".join(a + "\n" for a in result["before"]),

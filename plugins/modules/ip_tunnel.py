@@ -172,7 +172,7 @@ fallback:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import tunnel
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
 def main():
@@ -196,7 +196,7 @@ def main():
     try:
         result = tunnel.ensure(check_mode=module.check_mode, **params)
     except EngineError as exc:
-        module.fail_json(msg=str(exc), field=exc.field, value=exc.value)
+        module.fail_json(msg=str(exc), field=exc.field, value=short(exc.value))
     for warning in result.pop("warnings"):
         module.warn(warning)
     module.exit_json(diff={"before": result["before"], "after": result["after"]}, **result)

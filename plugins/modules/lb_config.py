@@ -116,7 +116,7 @@ import json
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import balancer, libbpf
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
 def main():
@@ -143,7 +143,7 @@ def main():
         res = balancer.ensure_config(p["pin_root"], req, check_mode=module.check_mode,
                                      timeout=p["resolve_timeout"])
     except EngineError as exc:
-        module.fail_json(msg=exc.msg, field=exc.field, value=exc.value if isinstance(exc.value, (str, int)) else None)
+        module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
     except libbpf.BpfError as exc:
         module.fail_json(msg=str(exc), errno=exc.errno)
     for warning in res.pop("warnings"):

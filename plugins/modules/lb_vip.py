@@ -99,11 +99,16 @@ options:
       - Set form read from a JSON file on the managed host instead of O(vips) (for example the
         state file the balancer role writes for boot-time restore, whose C(vips) key is used; a
         plain JSON list works too). Keeps a very large VIP list out of the task arguments.
+      - A JSON object is read with the boot-time restore's schema. Its C(vips) key is required (a
+        missing or null list fails as C(src.vips), it never means "no VIPs"; give C([]) to remove
+        every VIP with O(purge)), unknown keys fail, and errors name the field as
+        C(src.vips[0].port). Files over 64 MiB, directories and binary files are refused.
     type: path
   content:
     description:
       - Set form as JSON text, in the same shapes as O(src) (a state file's object, whose C(vips) key
-        is used, or a plain list), for example C("{{ state | to_json }}").
+        is used, or a plain list), for example C("{{ state | to_json }}"), with the same rules
+        (errors named as C(content.vips[0].port)).
       - For thousands of reals one string is far cheaper for Ansible to template and transfer than a
         list in O(vips), and it needs no file on the host first.
       - Not logged on the host (it lists every backend, like the mode 0600 state file it becomes).
@@ -113,7 +118,10 @@ options:
       - With O(src) or O(content), keep the JSON the VIPs came from as this file once they are in
         service (atomically, mode 0600, only when its bytes differ). The balancer role keeps its
         state file for the boot-time restore this way, so the boot unit never restores a request
-        the kernel refused. Nothing is written when the run fails or in check mode.
+        the kernel refused. Nothing is written when the run fails or in check mode (RV(kept) is
+        then V(false) and RV(keep_pending) says whether it would be written).
+      - The JSON must be a state document (an object), not a plain list; an empty C(vips) needs
+        C(purge) set to V(true) in it, as the restore requires.
       - A state document (a JSON object) is first checked as the restore reads it (C(version),
         C(object), C(interface), C(mode), C(config), ...); a field it would refuse fails the task
         before anything changes, named as C(content.mode) or C(src.mode).
@@ -264,57 +272,79 @@ summary:
   sample: {added: 1, changed: 1, removed: 0, unchanged: 510, rings_written: 2, ring_slots_changed: 87383,
            reals_allocated: 100, reals_freed: 0, ring_size: 65537}
 repairs:
-  description: Inconsistencies left by an interrupted earlier run that this run fixed.
+  description:
+    - Inconsistencies left by an interrupted earlier run (killed between its ring swaps and its
+      record writes, for example) that this run fixed, or would fix in check mode, one sentence each
+      naming the VIP, VIP number, address or real; empty when the maps were consistent.
+    - Reported are a VIP whose installed ring does not match its record, a VIP without a record or
+      without a ring, a ring or record at a VIP number with no VIP (removed, or reused by a VIP of
+      the request), a real in C(lb_reals) no VIP refers to, and an address in C(lb_vip_addrs) with no VIP.
+    - The VIPs involved are also listed in RV(vips) with the action the request means for them.
   returned: always
   type: list
   elements: str
+  sample: ["192.0.2.10:80/tcp: its installed ring does not match its record (an interrupted run): record rewritten"]
 kept:
-  description: Whether O(keep_as) was written (or would be, in check mode).
+  description: Whether O(keep_as) was written by this run (always V(false) in check mode, which writes nothing).
   returned: when O(keep_as) is given
   type: bool
   sample: true
+keep_pending:
+  description: In check mode, whether O(keep_as) would be written (its bytes differ); V(false) otherwise.
+  returned: when O(keep_as) is given
+  type: bool
+  sample: false
 """
-
-import json
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import install, libbpf, statefile, vips, vipspec
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
-def _safe(value):
-    return value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value)
+def _document(p):
+    """(the JSON document as bytes, its decoded value, its field name) of src or content."""
+    if p["src"]:
+        try:
+            document, data = statefile.read_document(p["src"], field="src")
+        except EngineError as exc:
+            raise EngineError("src: %s" % exc.msg, field="src", value=p["src"])
+        return document, data, "src"
+    try:
+        data = statefile.decode(p["content"], "content")
+    except EngineError as exc:
+        raise EngineError(exc.msg, field="content")
+    return p["content"].encode("utf-8"), data, "content"
 
 
 def _set_form(p):
-    """(the JSON document as bytes or None, the decoded document, the VIP list, its field name) of
-    vips, src or content."""
+    """(the JSON document as bytes or None, the VIP list, its path in errors) of vips, src or content.
+
+    A JSON object is a state document, read with the restore's own schema (statefile): its `vips`
+    is required (a missing or null list is never "no VIPs"), unknown keys are refused, and with
+    keep_as it must be a document the boot-time restore accepts. A plain JSON list is the VIPs."""
     if p["vips"] is not None:
-        return None, None, p["vips"], "vips"
-    field = "src" if p["src"] else "content"
-    try:
-        if p["src"]:
-            with open(p["src"], "rb") as handle:
-                document = handle.read()
-        else:
-            document = p["content"].encode("utf-8")
-        data = json.loads(document)
-    except (OSError, ValueError) as exc:
-        if p["src"]:
-            raise EngineError("src: cannot read VIPs from %r: %s" % (p["src"], exc), field="src", value=p["src"])
-        raise EngineError("content: not valid JSON: %s" % exc, field="content")
-    return document, data, data.get("vips", []) if isinstance(data, dict) else data, field
-
-
-def _check_kept(data, field):
-    """A state document that keep_as keeps must be one the boot-time restore accepts: its VIPs are
-    the request, validated already; this checks the rest as the restore will read it."""
-    try:
-        statefile.parse_settings(data)
-    except EngineError as exc:
-        raise EngineError("%s.%s (keep_as keeps the state file the boot-time restore reads)" % (field, exc.msg),
-                          field="%s.%s" % (field, exc.field), value=exc.value)
+        return None, p["vips"], "vips"
+    document, data, field = _document(p)
+    if isinstance(data, dict):
+        try:
+            statefile.parse_settings(data, prefix=field, restore=bool(p["keep_as"]))
+            raw = statefile.raw_vips(data, prefix=field)
+            if p["keep_as"] and not raw and data.get("purge") is None:
+                statefile.parse_state(data, prefix=field, restore=True)  # says what to add
+        except EngineError as exc:
+            if p["keep_as"]:
+                raise EngineError("%s (keep_as keeps the state file the boot-time restore reads)" % exc.msg,
+                                  field=exc.field, value=exc.value)
+            raise
+        return document, raw, field + ".vips"
+    if isinstance(data, list):
+        if p["keep_as"]:
+            raise EngineError("keep_as: the boot-time restore reads a state document (a JSON object with version, "
+                              "object, interface and vips), not the plain list of VIPs that %s holds" % field,
+                              field="keep_as", value=p["keep_as"])
+        return document, data, field
+    vipspec.fail(field, data, "must hold a state document (a JSON object with vips) or a list of VIPs")
 
 
 def _request(p):
@@ -329,28 +359,36 @@ def _request(p):
             addr = vipspec.address(p["address"], "address")
             return [], [vipspec.key_text(addr.compressed, port, p["protocol"])], None
         return [vipspec.parse_vip(single)], [], None
-    document, data, raw, field = _set_form(p)
+    document, raw, path = _set_form(p)
     if p["state"] == "absent":
         keys = []
-        for i, v in enumerate(raw if isinstance(raw, list) else [raw]):
-            path = "%s[%d]" % (field, i)
+        for i, v in enumerate(raw):
+            vpath = "%s[%d]" % (path, i)
             if not isinstance(v, dict):
-                vipspec.fail(path, v, "must be a mapping with address, port and protocol")
-            addr = vipspec.address(v.get("address"), path + ".address")
-            port = vipspec.integer(v.get("port"), path + ".port", 0, 65535)
-            proto = (v.get("protocol") or "tcp").lower()
-            if proto not in vipspec.PROTOCOLS:
-                vipspec.fail(path + ".protocol", v.get("protocol"), "is not a supported protocol (tcp or udp)")
-            keys.append(vipspec.key_text(addr.compressed, port, proto))
+                vipspec.fail(vpath, v, "must be a mapping with address, port and protocol")
+            addr = vipspec.address(v.get("address"), vpath + ".address")
+            port = vipspec.integer(v.get("port"), vpath + ".port", 0, 65535)
+            proto = v.get("protocol") or "tcp"
+            if not isinstance(proto, str) or proto.lower() not in vipspec.PROTOCOLS:
+                vipspec.fail(vpath + ".protocol", proto, "is not a supported protocol (tcp or udp)")
+            keys.append(vipspec.key_text(addr.compressed, port, proto.lower()))
         return [], keys, document
-    desired = vipspec.parse_vips(raw, path=field)
-    if p["keep_as"] and isinstance(data, dict):
-        _check_kept(data, field)
-    return desired, [], document
+    return vipspec.parse_vips(raw, path=path), [], document
 
 
 def _diff_text(view):
-    return json.dumps(view, indent=2, sort_keys=True) + "\n"
+    """One line per fact, each naming its VIP: in a unified diff of several VIPs sharing reals, a
+    changed weight line must say which VIP it belongs to without its context lines."""
+    lines = []
+    for key in sorted(view["vips"]):
+        spec = view["vips"][key]
+        if spec is None:
+            lines.append("%s: absent" % key)
+            continue
+        lines.append("%s: flags %s" % (key, ",".join(spec["flags"]) or "none"))
+        lines.append("%s: icmp_echo %s" % (key, "true" if spec["icmp_echo"] else "false"))
+        lines.extend("%s: real %s weight %s" % (key, addr, weight) for addr, weight in spec["reals"].items())
+    return "".join(line + "\n" for line in lines)
 
 
 def main():
@@ -390,15 +428,18 @@ def main():
         result = vips.ensure(p["pin_root"], desired, remove=remove, purge=p["purge"] and p["state"] == "present",
                              ring_size=p["ring_size"], check_mode=module.check_mode, want_diff=module._diff)
     except EngineError as exc:
-        module.fail_json(msg=exc.msg, field=exc.field, value=_safe(exc.value))
+        module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
     except libbpf.BpfError as exc:
         module.fail_json(msg=str(exc), errno=exc.errno)
     if p["keep_as"]:
         try:
-            result["kept"] = install.keep_file(p["keep_as"], document, check_mode=module.check_mode)
+            differs = install.keep_file(p["keep_as"], document, check_mode=module.check_mode)
         except OSError as exc:
             module.fail_json(msg="keep_as: %s: %s" % (p["keep_as"], exc), field="keep_as")
-        result["changed"] = result["changed"] or result["kept"]
+        # Check mode writes nothing: kept says what was written, keep_pending what would be.
+        result["kept"] = differs and not module.check_mode
+        result["keep_pending"] = differs and module.check_mode
+        result["changed"] = result["changed"] or differs
     for warning in result.pop("warnings"):
         module.warn(warning)
     diff = result.pop("diff")

@@ -149,7 +149,7 @@ sysctl_file:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import netconf
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
 def _effective_text(effective):
@@ -182,7 +182,7 @@ def main():
             include_default=params["include_default"], persist=params["persist"],
             sysctl_file=params["sysctl_file"], check_mode=module.check_mode)
     except EngineError as exc:
-        module.fail_json(msg=str(exc), field=exc.field, value=exc.value)
+        module.fail_json(msg=str(exc), field=exc.field, value=short(exc.value))
 
     for warning in result.pop("warnings"):
         module.warn(warning)

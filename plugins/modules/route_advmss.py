@@ -51,7 +51,7 @@ routes:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import routes
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
 def main():
@@ -59,7 +59,7 @@ def main():
     try:
         result = routes.ensure(module.params["advmss"], module.check_mode)
     except EngineError as exc:
-        module.fail_json(msg=exc.msg, field=exc.field)
+        module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
     before = {f"{r['family']} via {r['gateway']}": r["before"] for r in result["routes"]}
     after = {f"{r['family']} via {r['gateway']}": r["after"] for r in result["routes"]}
     module.exit_json(changed=result["changed"], routes=result["routes"], diff={"before": before, "after": after})

@@ -182,7 +182,7 @@ ifindex:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import balancer, libbpf, program
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
 def _text(prog):
@@ -226,7 +226,7 @@ def main():
                                  check_mode=module.check_mode)
             after = None
     except EngineError as exc:
-        module.fail_json(msg=exc.msg, field=exc.field, value=exc.value if isinstance(exc.value, (str, int)) else None)
+        module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
     except libbpf.BpfError as exc:
         module.fail_json(msg=str(exc), errno=exc.errno)
     for warning in res.pop("warnings"):

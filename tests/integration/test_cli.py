@@ -7,7 +7,10 @@ import subprocess
 
 import pytest
 
-from balancer_env import BALANCER_O, BalancerNS, build_objects, dump
+from balancer_env import BALANCER_O, PASS_O, BalancerNS, build_objects, dump
+from host_snapshot import snapshot
+
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import program
 
 ENGINE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "plugins", "module_utils", "engine")
@@ -102,3 +105,51 @@ def test_bad_state_file_exits_2_naming_the_field_and_changes_nothing(env):
     bad.write_text("{not json")
     assert cli(env, "restore", str(bad)).returncode == 2
     assert dump(pin) == before
+
+
+def _fresh_cli(env, ns, state, tmp, name):
+    path = tmp / name
+    path.write_text(json.dumps(state))
+    return cli(dict(env, ns=ns), "restore", str(path)), str(path)
+
+
+def test_restore_without_pyroute2_checks_first_and_leaves_the_nic_as_it_was(env, tmp_path):
+    """The boot unit's Python lacks pyroute2 and the config needs it (no outer source given): the
+    restore refuses before attaching, naming the interpreter and the two ways to fix it."""
+    ns = BalancerNS()
+    try:
+        state = {"version": 1, "object": BALANCER_O, "interface": "lb0", "pin_root": ns.pin_root,
+                 "config": {"gateway_mac": "02:00:00:00:00:fe"}, "purge": True,
+                 "vips": [{"address": "10.99.0.10", "port": 80, "reals": ["10.1.0.1"]}]}
+        before = snapshot(ns=ns.name, pin_roots=[ns.pin_root])
+        done, path = _fresh_cli(env, ns, state, tmp_path, "needs-netlink.json")
+        assert done.returncode == 1, done.stderr
+        assert "cannot import pyroute2" in done.stderr and PYTHON in done.stderr
+        assert "python3-pyroute2" in done.stderr and "balancer_engine_python" in done.stderr
+        assert "Traceback" not in done.stderr and done.stdout == ""
+        assert snapshot(ns=ns.name, pin_roots=[ns.pin_root]) == before
+    finally:
+        ns.close()
+
+
+def test_a_failure_after_the_attach_rolls_back(env, tmp_path):
+    """The VIP step fails once the program is attached (a ring size the object was not built with):
+    the program is detached again and the maps this run pinned are removed; exit 1 says so."""
+    ns = BalancerNS()
+    try:
+        state = {"version": 1, "object": BALANCER_O, "interface": "lb0", "pin_root": ns.pin_root,
+                 "config": {"gateway_mac": "02:00:00:00:00:fe", "source_v4": "10.9.0.1", "source_v6": "fd00:9::1"},
+                 "ring_size": 65521, "vips": [{"address": "10.99.0.10", "port": 80, "reals": ["10.1.0.1"]}]}
+        before = snapshot(ns=ns.name, pin_roots=[ns.pin_root])
+        done, _path = _fresh_cli(env, ns, state, tmp_path, "rollback.json")
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert "rolled back: program detached (there was none before)" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert snapshot(ns=ns.name, pin_roots=[ns.pin_root]) == before
+        # With another program attached first, that program is attached again.
+        prog = ns.run(program.ensure, PASS_O, "lb0", pin_root=ns.pin_root)
+        done, _path = _fresh_cli(env, ns, state, tmp_path, "rollback.json")
+        assert done.returncode == 1 and "attached again" in done.stderr, done.stderr
+        assert ns.run(program.attached, ns.run(program.ifindex, "lb0"))["prog_id"] == prog["prog_id"]
+    finally:
+        ns.close()

@@ -63,7 +63,7 @@ def test_installed_engine_runs_the_cli_and_reruns_change_nothing(dest):
     assert not again["changed"] and again["written"] == [] and again["removed"] == []
 
 
-def test_repairs_a_changed_file_removes_a_stale_one_and_tightens_the_mode(dest):
+def test_repairs_a_changed_file_removes_a_stale_one_and_leaves_the_mode(dest):
     _run(dest)
     with open(os.path.join(dest, "vips.py"), "a") as handle:
         handle.write("# edited by hand\n")
@@ -72,7 +72,18 @@ def test_repairs_a_changed_file_removes_a_stale_one_and_tightens_the_mode(dest):
     result = _run(dest)
     assert result["changed"] and result["written"] == ["vips.py"] and result["removed"] == ["renamed_long_ago.py"]
     assert "renamed_long_ago.py" not in os.listdir(dest)
-    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o700
+    # An existing dest is never re-moded (it may be the user's own directory); its files are 0600.
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(os.path.join(dest, "vips.py")).st_mode) == 0o600
+
+
+def test_a_dest_others_can_write_is_refused_and_left_as_it_is(dest):
+    _run(dest)
+    os.chmod(dest, 0o777)
+    result = _run(dest)
+    assert result.get("field") == "dest" and "writable by group or others" in result["msg"], result
+    assert dest in result["msg"] and stat.S_IMODE(os.stat(dest).st_mode) == 0o777
+    os.chmod(dest, 0o700)
 
 
 def test_check_mode_writes_nothing(tmp_path):
@@ -90,7 +101,7 @@ def test_dest_that_is_a_file_is_refused_by_name(dest):
     assert os.path.isfile(dest)
 
 
-def test_directories_are_created_or_tightened_to_0700_in_the_same_task(dest, tmp_path):
+def test_directories_are_created_0700_and_existing_ones_never_re_moded(dest, tmp_path):
     lib, objects, state = str(tmp_path / "lib"), str(tmp_path / "lib" / "bpf"), str(tmp_path / "etc" / "xdplb")
     args = "dest=%s directories=%s,%s,%s" % (dest, lib, objects, state)
     check = install.ensure(dest, check_mode=True, directories=[lib, objects, state])
@@ -98,11 +109,15 @@ def test_directories_are_created_or_tightened_to_0700_in_the_same_task(dest, tmp
     first = adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install", args)["localhost"]
     assert first["changed"] and first["directories"] == [lib, objects, state], first
     assert all(stat.S_IMODE(os.stat(d).st_mode) == 0o700 for d in (lib, objects, state, dest))
+    # The user's own directory (balancer_lib_dir: /usr/local/lib): left 0755, nothing to change.
     os.chmod(state, 0o755)
+    shared = str(tmp_path / "usr-local-lib")
+    os.mkdir(shared, 0o755)
+    os.chmod(shared, 0o755)
+    args += "," + shared
     again = adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install", args)["localhost"]
-    assert again["changed"] and again["directories"] == [state] and again["written"] == []
-    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
-    assert not adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install", args)["localhost"]["changed"]
+    assert not again["changed"] and again["directories"] == [] and again["written"] == [], again
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o755 and stat.S_IMODE(os.stat(shared).st_mode) == 0o755
     open(str(tmp_path / "etc" / "plain"), "w").close()
     refused = adhoc(INVENTORY, "localhost", "xdplb.katran.engine_install",
                     "dest=%s directories=%s" % (dest, tmp_path / "etc" / "plain"))["localhost"]
@@ -128,6 +143,8 @@ def test_unit_is_written_0644_with_its_directory_only_when_it_differs(dest, tmp_
     # What the roles read instead of gathering facts.
     assert edited["host"]["systemd"] == os.path.isdir("/run/systemd/system")
     assert "default_interface" in edited["host"]
+    # The interpreter Ansible used on the host: what the boot units run the engine with by default.
+    assert os.path.isabs(edited["host"]["python"]) and os.access(edited["host"]["python"], os.X_OK)
 
 
 def test_keep_file_writes_0600_atomically_only_when_bytes_or_mode_differ(tmp_path):

@@ -3,6 +3,7 @@ import os
 import subprocess
 
 import pytest
+import yaml
 
 from lab_playbook import adhoc, changed_total, playbook, REPO, task_results
 
@@ -55,6 +56,21 @@ def test_demo_shows_tcp_and_udp_through_the_vips_to_every_backend(lab):
     assert summary[1].startswith("10.99.0.10 tcp  ->  {")
 
 
+def test_lab_hosts_never_use_the_controllers_systemd_and_units_run_ansibles_python(lab):
+    """The lab's hosts are namespaces of the controller: their units go to per-host directories and
+    are never enabled in the controller's own systemd (nor is it reloaded for them)."""
+    with open(INVENTORY) as handle:
+        inventory = yaml.safe_load(handle)["all"]
+    for group in ("balancers", "backends", "lab_clients"):
+        for host, hostvars in inventory["children"][group]["hosts"].items():
+            assert hostvars["balancer_systemd_enable"] is False and hostvars["backend_systemd_enable"] is False, host
+    python = inventory["vars"]["ansible_python_interpreter"]
+    units = (("lb1/systemd/xdplb-balancer.service", "restore"), ("be1/systemd/xdplb-backend.service", "backend-restore"))
+    for unit, command in units:
+        with open(f"{STATE_ROOT}/{PREFIX}{unit}") as handle:
+            assert f"\nExecStart={python} -m xdplb_engine {command} " in handle.read(), unit
+
+
 def test_second_run_changes_nothing_and_check_mode_agrees(lab):
     _rc, data = playbook(LAB, *LAB_ARGS, "-e", "lab_backends=3")
     assert changed_total(data) == 0
@@ -91,7 +107,7 @@ def _xdp_prog_id(host):
     return info[PREFIX + host]["program"]["prog_id"]
 
 
-def test_an_object_that_does_not_load_is_rolled_back_and_the_old_one_keeps_running(lab, tmp_path):
+def test_an_object_that_does_not_load_changes_nothing_and_the_old_one_keeps_running(lab, tmp_path):
     role = os.path.join(REPO, "tests", "integration", "playbooks", "balancer_role.yml")
     playbook(role, "-i", INVENTORY)
     before = _xdp_prog_id("lb1")
@@ -100,9 +116,10 @@ def test_an_object_that_does_not_load_is_rolled_back_and_the_old_one_keeps_runni
     rc, data = playbook(role, "-i", INVENTORY, "-e", f"balancer_object={junk}", check=False)
     assert rc != 0
     failed = task_results(data, "xdplb.katran.balancer : Report the rollback")[PREFIX + "lb1"]
-    assert "previous state was restored" in failed["msg"] and "object" in failed["msg"], failed["msg"]
-    # The candidate never loaded, so the rescue finds the known-good program still attached.
-    assert task_results(data, "xdplb.katran.balancer : Roll back to the last object that worked")[PREFIX + "lb1"]["action"] == "unchanged"
+    assert "nothing was changed" in failed["msg"] and "object: cannot open" in failed["msg"], failed["msg"]
+    # The candidate never loaded, so nothing was attached: the rescue rolls nothing back.
+    for task in ("Roll back to the last object that worked", "Detach the new program (there was none before)"):
+        assert {t["status"] for t in data["tasks"] if t["task"] == "xdplb.katran.balancer : " + task} == {"skipped"}
     assert _xdp_prog_id("lb1") == before, "the program that worked is still attached"
     rc, data = playbook(role, "-i", INVENTORY)
     assert _xdp_prog_id("lb1") == before

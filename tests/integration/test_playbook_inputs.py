@@ -17,6 +17,8 @@ PLAYBOOKS = ("site", "rollout", "drain", "undrain", "doctor")
 ROLES_OF = {"site": ("backend", "balancer"), "rollout": ("balancer",)}
 VALIDATE = "The playbook's variables"
 VALIDATE_ROLES = "The roles' variables (their own argument specs; required ones may come from the inventory)"
+RANGES = "Ranges the spec cannot express"  # drain.yml
+VALIDATE_REQUEST = "The whole request, with the engine's own checks (on the controller, no host contacted)"
 
 # Several bad values in one run: the validation reports every one of them.
 BAD = {
@@ -52,6 +54,47 @@ GOOD = {
     "undrain": {"drain_backend": "10.1.0.11", "drain_addresses": ["10.1.0.11"], "undrain_weight": "2",
                 "undrain_check": "no"},
     "doctor": {},
+}
+
+# Contents the hosts would refuse, with types the argument specs accept: refused by the engine's own
+# checks in the first play. (playbook, extra vars, [what the message names], hosts named).
+_VIP = {"address": "10.99.0.10", "port": 80, "reals": ["10.1.0.11", "10.1.0.12"]}
+HUGE = "9" * 65537
+CONTENT = {
+    "port": ("site", {"balancer_vips": [dict(_VIP, address="10.99.0.77", port=70000)]},
+             ["balancer_vips[0].port: 70000 must be <= 65535"], ["lb1", "lb2"]),
+    "duplicate_real": ("site", {"balancer_vips": [dict(_VIP, reals=["10.1.0.11", "10.1.0.11"])]},
+                       ["balancer_vips[0].reals[1].address", "'10.1.0.11' is listed twice"], ["lb1", "lb2"]),
+    "unknown_key": ("site", {"balancer_vips": [dict(_VIP, prot="udp")]},
+                    ["balancer_vips[0].prot", "is not a known field"], ["lb1", "lb2"]),
+    "nested_type": ("site", {"balancer_vips": [_VIP, dict(_VIP, port=81, reals=[{"address": "10.1.0.11", "weight": [1]}])]},
+                    ["balancer_vips[1].reals[0].weight", "[1]", "must be an integer"], ["lb1", "lb2"]),
+    "duplicate_vip": ("site", {"balancer_vips": [_VIP, dict(_VIP, address=" 10.99.0.10")]},
+                      ["balancer_vips[1]", "is listed twice (also balancer_vips[0])"], ["lb1", "lb2"]),
+    "backend_vips": ("site", {"balancer_vips": [_VIP], "backend_vips": ["10.99.0.10", "10.99.0.300"]},
+                     ["backend_vips[1]", "'10.99.0.300'", "not a valid IPv4 or IPv6 address"], ["be1", "be2"]),
+    "backend_vips_twice": ("site", {"balancer_vips": [_VIP], "backend_vips": ["10.99.0.10", "10.99.0.10/32"]},
+                           ["backend_vips[1]", "listed twice (also backend_vips[0])"], ["be1", "be2"]),
+    "gateway_mac": ("site", {"balancer_vips": [_VIP], "balancer_gateway_mac": "02:00:00:00:00"},
+                    ["balancer_gateway_mac", "'02:00:00:00:00'", "is not a MAC address"], ["lb1", "lb2"]),
+    "interface_name": ("site", {"balancer_vips": [_VIP], "balancer_interface": "eth0:1"},
+                       ["balancer_interface", "'eth0:1'"], ["lb1", "lb2"]),
+    "ring_size": ("site", {"balancer_vips": [_VIP], "balancer_ring_size": 65536},
+                  ["balancer_ring_size: 65536 is not prime"], ["lb1", "lb2"]),
+    "source_v4": ("site", {"balancer_vips": [_VIP], "balancer_source_v4": "fd00::1"},
+                  ["balancer_source_v4", "'fd00::1'", "expected an IPv4 address"], ["lb1", "lb2"]),
+    "rp_filter": ("site", {"balancer_vips": [_VIP], "backend_rp_filter": 2},
+                  ["backend_rp_filter", "needs backend_tunnel_address"], ["be1", "be2"]),
+    "huge": ("site", {"balancer_vips": [dict(_VIP, address=HUGE)]},
+             ["balancer_vips[0].address", "'999999", "(65539 characters)"], ["lb1", "lb2"]),
+    "rollout_port": ("rollout", {"balancer_vips": [dict(_VIP, port=70000)]},
+                     ["balancer_vips[0].port: 70000 must be <= 65535"], ["lb1", "lb2"]),
+    "rollout_weight": ("rollout", {"balancer_vips": [dict(_VIP, reals=[{"address": "10.1.0.11", "weight": -1}])]},
+                       ["balancer_vips[0].reals[0].weight: -1 must be >= 0"], ["lb1", "lb2"]),
+    "undrain_weight": ("undrain", {"drain_backend": "be1", "undrain_weight": 70000},
+                       ["undrain_weight: 70000 must be <= 65535"], ["lb1", "lb2"]),
+    "drain_addresses": ("drain", {"drain_backend": "be1", "drain_addresses": ["10.1.0.11", "224.0.0.1"]},
+                        ["drain_addresses[1]", "'224.0.0.1' must be a unicast address"], ["lb1", "lb2"]),
 }
 
 INVENTORY = {"all": {"children": {
@@ -90,9 +133,22 @@ def runs(tmp_path_factory):
     jobs[("limit", "rollout")] = (_path("rollout"), "--limit", "lb1", "-e", json.dumps(BAD["rollout"]))
     jobs[("limit", "drain")] = (_path("drain"), "--limit", "balancers", "-e", json.dumps(GOOD["drain"]))
     jobs[("range", "drain")] = (_path("drain"), "-e", json.dumps(dict(GOOD["drain"], drain_poll="0")))
+    for case, (name, values, _names, _hosts) in CONTENT.items():
+        extra = tmp_path_factory.mktemp("extra") / "vars.json"  # a 65,537-character value is too long for argv
+        extra.write_text(json.dumps(dict(GOOD[name], **values)))
+        jobs[("content", case)] = (_path(name), "-e", "@" + str(extra))
+    # One host of the inventory is wrong (its own host variables): it is named, the others are not.
+    per_host = tmp_path_factory.mktemp("inputs") / "per_host.yml"
+    inventory_lb2 = json.loads(json.dumps(INVENTORY))
+    inventory_lb2["all"]["vars"]["balancer_vips"] = [_VIP]
+    hosts = inventory_lb2["all"]["children"]["balancers"]["hosts"]
+    hosts["lb2"] = {"balancer_vips": [dict(_VIP, port=70000)]}
+    inventory_lb2["all"]["children"]["backends"]["hosts"]["be2"] = {"backend_vips": ["10.99.0.10/33"]}
+    per_host.write_text(yaml.safe_dump(inventory_lb2))
     with ThreadPoolExecutor(max_workers=min(6, os.cpu_count() or 1)) as pool:
         futures = {key: pool.submit(playbook, args[0], "-i", str(inventory), *args[1:], check=False)
                    for key, args in jobs.items()}
+        futures[("content", "per_host")] = pool.submit(playbook, _path("site"), "-i", str(per_host), check=False)
         return {key: future.result() for key, future in futures.items()}
 
 
@@ -105,7 +161,7 @@ def _failure(rc, data, task, hosts=("localhost",)):
     assert all(stats["unreachable"] == 0 and stats["changed"] == 0 for stats in data["stats"].values())
     failed = [t for t in data["tasks"] if t["status"] == "failed"]
     assert [t["task"] for t in failed] == [task]
-    assert {t["task"] for t in data["tasks"]} <= {VALIDATE, VALIDATE_ROLES}
+    assert {t["task"] for t in data["tasks"]} <= {VALIDATE, VALIDATE_ROLES, RANGES, VALIDATE_REQUEST}
     return failed[0]["result"]
 
 
@@ -135,9 +191,10 @@ def test_bad_role_variable_fails_first_and_names_it(runs, name):
 @pytest.mark.parametrize("name", PLAYBOOKS)
 def test_valid_values_pass_the_validation(runs, name):
     _rc, data = runs[("good", name)]
-    checks = [t for t in data["tasks"] if t["task"] in (VALIDATE, VALIDATE_ROLES)]
+    checks = [t for t in data["tasks"] if t["task"] in (VALIDATE, VALIDATE_ROLES, VALIDATE_REQUEST)]
     assert [(t["task"], t["host"], t["status"]) for t in checks] == (
-        [(VALIDATE, "localhost", "ok")] + ([(VALIDATE_ROLES, "localhost", "ok")] if name in ROLES_OF else []))
+        [(VALIDATE, "localhost", "ok")] + ([(VALIDATE_ROLES, "localhost", "ok")] if name in ROLES_OF else [])
+        + ([(VALIDATE_REQUEST, "localhost", "ok")] if name != "doctor" else []))
     # The run went on to the fleet (which cannot be reached here).
     assert {t["host"] for t in data["tasks"]} - {"localhost"}
 
@@ -184,3 +241,30 @@ def test_spec_file(name):
                 assert attrs.get(key) == role_options[option].get(key), (option, key)
     for role in ROLES_OF.get(name, ()):
         assert not set(spec["options"]) & set(_role_spec(role)["options"])
+
+
+@pytest.mark.parametrize("case", sorted(CONTENT))
+def test_content_a_host_would_refuse_fails_first_naming_host_variable_and_value(runs, case):
+    """Valid types, contents a host would refuse: the engine's own checks refuse the request on the
+    controller (the hosts here cannot even be reached), naming each bad host, the variable path and the value."""
+    _name, _values, names, hosts = CONTENT[case]
+    result = _failure(*runs[("content", case)], VALIDATE_REQUEST)
+    message = result["msg"]
+    assert message.startswith("the request is refused (checked on the controller, before any host was touched): ")
+    for text in names:
+        assert text in message, message
+    assert ", ".join(hosts) + ": " in message, message
+    assert sorted({e["host"] for e in result["errors"]}) == sorted(hosts)
+    # One error per host, the value cut: a 65,537-character value is not echoed, not even in the result.
+    assert len(message) < 1000, len(message)
+    assert len(json.dumps(result)) < 4000
+
+
+def test_only_the_host_with_the_bad_variables_is_named(runs):
+    result = _failure(*runs[("content", "per_host")], VALIDATE_REQUEST)
+    message = result["msg"]
+    assert "lb2: balancer_vips[0].port: 70000 must be <= 65535" in message, message
+    assert "be2: backend_vips[0]: the prefix length must be at most 32 for IPv4 (got '10.99.0.10/33')" in message, message
+    assert "lb1" not in message and "be1" not in message
+    assert [(e["host"], e["field"]) for e in result["errors"]] == [("lb2", "balancer_vips[0].port"),
+                                                                   ("be2", "backend_vips[0]")]

@@ -72,4 +72,4 @@ def test_without_pyroute2_open_iproute_says_what_to_install_and_nothing_else_bre
             "    print('passed')\n"
             "print(sorted(install.host_facts()))\n")
     assert _python(code, python=SYSTEM_PYTHON, cwd=bare_host) == [
-        "False", "None", "True", "passed", "['default_interface',", "'systemd']"]
+        "False", "None", "True", "passed", "['default_interface',", "'interfaces',", "'python',", "'systemd']"]

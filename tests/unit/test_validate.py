@@ -165,3 +165,16 @@ def test_net_conf_unknown_key_lists_the_supported_ones():
 def test_net_conf_accepts_strings_from_templates():
     request = netconf.normalize(ipv4={"rp_filter": "2"}, devices=["eth0.100"])
     assert request["settings"] == {"ipv4": {"rp_filter": 2}}
+
+
+@pytest.mark.parametrize("func, args", [
+    (validate.device_name, ("e" * 65537, "interface")),
+    (validate.ip_address, ("1" * 65537, "gateway")),
+    (validate.ip_interface, ("1" * 65537 + "/32", "addresses")),
+    (validate.choice, ("m" * 65537, "mode", ("auto", "native"))),
+    (validate.integer, ("i" * 65537, "max_packet_size")),
+])
+def test_a_huge_value_is_quoted_cut_with_its_length(func, args):
+    err = fails(func, *args)
+    assert err.msg.startswith(args[1] + ": ") and "characters)" in err.msg and len(err.msg) < 300, err.msg
+    assert err.value in (args[0], args[0].split("/")[0])

@@ -193,3 +193,19 @@ def test_bulk_path_accepts_and_returns_exactly_what_the_item_loop_does():
         except EngineError:
             full = None
         assert full == want, (reals, vip_address)
+
+
+@pytest.mark.parametrize("vip, field", [
+    ({"address": "1" * 65537, "port": 80, "reals": ["10.1.0.1"]}, "vips[0].address"),
+    ({"address": "10.0.0.1", "port": 80, "protocol": "p" * 65537, "reals": ["10.1.0.1"]}, "vips[0].protocol"),
+    ({"address": "10.0.0.1", "port": 80, "reals": [{"address": "10.1.0.1", "weight": "w" * 65537}]},
+     "vips[0].reals[0].weight"),
+])
+def test_a_huge_value_is_quoted_cut_with_its_length(vip, field):
+    """A 65,537-character value in a message Ansible repeats makes hundreds of KB of log."""
+    with pytest.raises(EngineError) as info:
+        vipspec.parse_vips([vip])
+    msg = info.value.msg
+    assert info.value.field == field
+    assert "characters)" in msg and len(msg) < 1000
+    assert info.value.value is not None

@@ -1,52 +1,114 @@
 """Boot-time restore of a backend from the state file the backend role writes.
 
-Runs without Ansible (``python3 -m xdplb_engine backend-restore /etc/xdplb/backend.json``):
-tunnel devices, BPF decap, VIPs on lo, the rp_filter of the arrival devices and the advertised
-MSS. Sysctls are also in the role's sysctl.d file; they are applied again here because the tunnel
-devices are created after systemd-sysctl ran. Every step is idempotent, so a restore on a running
-backend changes nothing.
+Runs without Ansible (``python3 -m xdplb_engine backend-restore /etc/xdplb/backend.json``): tunnel
+devices or BPF decap, VIPs on lo, rp_filter of the arrival devices, arp_ignore / arp_announce and
+the advertised MSS: everything the role set, so nothing depends on systemd-sysctl having read the
+role's sysctl.d file (tunnel devices are created after it ran anyway).
+
+All or nothing up front: the document is validated whole (backend_state, StateFileError: exit 2),
+then every step is planned in check mode against the host (pyroute2 and libbpf importable, the
+interface and object there, a default route for advmss), and only then does anything change.
+Every step is idempotent, so a restore on a running backend changes nothing and says so.
 """
 import json
+import os
+import stat
 
-from . import addresses, decap, netconf, routes, tunnel
-from .errors import EngineError
+from . import addresses, backend_state, decap, netconf, routes, tunnel
+from .errors import StateFileError, show
+
+FALLBACK = {"ipip": "tunl0", "ip6tnl": "ip6tnl0"}
 
 
 def load_state(path):
+    """The validated document of the state file at `path`; StateFileError for anything else."""
+    where = "state file %s" % show(path, 300)
     try:
-        with open(path) as handle:
-            state = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise EngineError(f"state file {path}: {exc}")
-    if state.get("kind") != "backend":
-        raise EngineError(f"state file {path} is not a backend state file (kind: {state.get('kind')!r})")
-    return state
+        # O_NONBLOCK: a FIFO given as the state file must not hang the boot.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise StateFileError("%s: cannot be read: %s" % (where, exc.strerror), field="state_file", value=path)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise StateFileError("%s: is %s, not a state file" % (where, kind), field="state_file", value=path)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(backend_state.MAX_BYTES + 1)
+    if len(data) > backend_state.MAX_BYTES:
+        raise StateFileError("%s: is larger than %d MiB, not a backend state file"
+                             % (where, backend_state.MAX_BYTES >> 20), field="state_file", value=path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StateFileError("%s: is not UTF-8 text (byte %d is %s): not a backend state file"
+                             % (where, exc.start, show(data[exc.start:exc.start + 1])), field="state_file", value=path)
+    try:
+        doc = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise StateFileError("%s: is not valid JSON: %s" % (where, exc), field="state_file", value=path)
+    except RecursionError:
+        raise StateFileError("%s: is nested too deeply to be a backend state file" % where,
+                             field="state_file", value=path)
+    try:
+        return backend_state.parse(doc)
+    except StateFileError as exc:
+        raise StateFileError("%s: %s" % (where, exc.msg), field=exc.field, value=exc.value)
+
+
+def _no_constant(name):
+    raise ValueError("%s is not a JSON number" % name)
 
 
 def restore(state, check_mode=False):
-    """Apply the state; returns a list of what changed."""
+    """Apply the state; returns what changed (would change, in check mode), removals included."""
+    state = backend_state.parse(state)
+    # Every step planned against the host first: a host problem (no pyroute2, no interface, no
+    # default route for advmss) stops the restore before the first change, not half way.
+    planned = _apply(state, check_mode=True)
+    return planned if check_mode else _apply(state, check_mode=False)
+
+
+def _sysctl_changes(result):
+    return ["%s %d -> %d" % (w["sysctl"], w["before"], w["after"]) for w in result["writes"]]
+
+
+def _apply(state, check_mode):
     changed = []
     arrival = []
+    pending = []  # tunnel devices a check run would create: no sysctls to read yet
     if state["decap"] == "kernel":
-        for spec in state.get("tunnels", []):
+        for spec in state["tunnels"]:
             result = tunnel.ensure(spec["name"], kind=spec["kind"], mode=spec.get("mode"),
-                                   addresses=spec.get("addresses") or None, adopt=True, check_mode=check_mode)
+                                   addresses=spec["addresses"], adopt=True, check_mode=check_mode)
             if result["changed"]:
-                changed.append(f"tunnel {result['name']}")
-            arrival += [result["name"], "tunl0" if spec["kind"] == "ipip" else "ip6tnl0"]
-    elif state.get("bpf"):
+                verb = "create" if result["created"] else "recreate" if result["recreated"] else "update"
+                changed.append("%s tunnel %s" % (verb, result["name"]))
+            for name in (result["name"], FALLBACK[spec["kind"]]):
+                exists = os.path.isdir(os.path.join(netconf.PROC_NET, "ipv4", "conf", name))
+                (arrival if exists or not check_mode else pending).append(name)
+    else:
         bpf = state["bpf"]
         request = decap.normalize(state["interface"], bpf["object"], bpf["hook"], bpf["xdp_mode"], bpf["addresses"])
-        result = decap.ensure(request, bpf["pin_root"], check_mode)
-        changed += result["changes"]
+        changed += ["decap: %s" % c for c in decap.ensure(request, bpf["pin_root"], check_mode)["changes"]]
         arrival.append(state["interface"])
-    result = addresses.ensure("lo", state["vips"], exclusive=state.get("vips_exclusive", True), check_mode=check_mode)
-    changed += [f"address {a}" for a in result["added"]]
+    if state["vips"] or state["vips_exclusive"]:
+        result = addresses.ensure("lo", state["vips"], exclusive=state["vips_exclusive"], check_mode=check_mode)
+        changed += ["add address %s to lo" % a for a in result["added"]]
+        changed += ["remove address %s from lo" % a for a in result["removed"]]
     if arrival:
-        result = netconf.ensure(ipv4={"rp_filter": state.get("rp_filter", 0)}, devices=arrival, persist=False,
+        result = netconf.ensure(ipv4={"rp_filter": state["rp_filter"]}, devices=arrival, persist=False,
                                 check_mode=check_mode)
-        changed += [w["sysctl"] for w in result["writes"]]
-    if state.get("advmss"):
-        if routes.ensure(int(state["advmss"]), check_mode)["changed"]:
-            changed.append(f"advmss {state['advmss']}")
+        changed += _sysctl_changes(result)
+    if pending:
+        changed.append("rp_filter %d on %s once created" % (state["rp_filter"], ", ".join(pending)))
+    if state.get("arp_devices"):  # absent in a document of a role before version 1
+        result = netconf.ensure(ipv4={"arp_ignore": state["arp_ignore"], "arp_announce": state["arp_announce"]},
+                                devices=state["arp_devices"], include_default=True, persist=False,
+                                check_mode=check_mode)
+        changed += _sysctl_changes(result)
+    if state["advmss"]:
+        result = routes.ensure(state["advmss"], check_mode)
+        changed += ["advmss %d on the default route via %s (was %s)" % (r["after"], r["gateway"], r["before"])
+                    for r in result["routes"] if r["before"] != r["after"]]
     return changed

@@ -40,7 +40,7 @@ import socket
 import struct
 
 from . import abi, libbpf, vipspec
-from .errors import EngineError
+from .errors import EngineError, show
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/xdplb"
 CTL_VIP_REALS = "ctl_vip_reals"
@@ -77,8 +77,8 @@ class Balancer:
         missing = [n for n in BALANCER_MAPS if not os.path.exists(os.path.join(pin_root, n))]
         if missing:
             raise EngineError(
-                "pin_root: %r has no pinned balancer maps (%s missing); load and attach the balancer "
-                "first (xdplb.katran.xdp_program with the same pin_root)" % (pin_root, ", ".join(missing)),
+                "pin_root: %s has no pinned balancer maps (%s missing); load and attach the balancer "
+                "first (xdplb.katran.xdp_program with the same pin_root)" % (show(pin_root), ", ".join(missing)),
                 field="pin_root", value=pin_root)
         self.maps = {}
         self._lock_fd = None
@@ -89,7 +89,7 @@ class Balancer:
             self.ctl = libbpf.Map.from_pin(ctl) if os.path.exists(ctl) else None
         except libbpf.BpfError as exc:
             self.close()
-            bpf_fail("pin_root %r" % pin_root, exc)
+            bpf_fail("pin_root %s" % show(pin_root), exc)
         # vip_num indexes lb_rings (and lb_vip_stats): its size is the VIP limit.
         self.max_vips = self.maps[abi.MAP_RINGS].info["max_entries"]
         self.max_reals = self.maps[abi.MAP_REALS].info["max_entries"]
@@ -307,6 +307,13 @@ def config_request(interface, gateway_mac=None, gateway=None, source_mode="balan
                    source_v6=None, max_packet_size=0, check_interface=True):
     """Validate a config request (no kernel access beyond the interface's existence)."""
     from . import hostnet, program, validate
+    for name, value in (("gateway_mac", gateway_mac), ("gateway", gateway), ("source_v4", source_v4),
+                        ("source_v6", source_v6)):
+        if value is not None and not isinstance(value, str):
+            validate.fail(name, value, "expected a string")
+        if isinstance(value, str) and len(value) > 64:
+            # MACs and addresses are short: a longer value is a mistake, echoed cut (validate.fail).
+            validate.fail(name, value, "too long for a %s" % name.replace("_", " "))
     if check_interface:
         program.ifindex(interface)
     else:
@@ -364,11 +371,14 @@ def resolve_config(req, timeout=3.0):
     return cfg, info
 
 
-def ensure_config(pin_root, req, check_mode=False, timeout=3.0):
-    """Make lb_config what `req` (from config_request) means. Returns a result dict."""
+def ensure_config(pin_root, req, check_mode=False, timeout=3.0, resolved=None):
+    """Make lb_config what `req` (from config_request) means. Returns a result dict.
+
+    `resolved`: resolve_config(req) already done (the restore resolves before it attaches)."""
     from . import program
     program.ifindex(req["interface"])
-    cfg, info = resolve_config(req, timeout)
+    cfg, info = resolved if resolved is not None else resolve_config(req, timeout)
+    info = dict(info, warnings=list(info["warnings"]))
     with Balancer(pin_root) as bal:
         try:
             before = bal.read_config()

@@ -18,15 +18,15 @@ import json
 import os
 import sys
 
-from . import backend_restore, balancer, install, libbpf, program, vips
-from .errors import EngineError
+from . import backend_restore, balancer, install, libbpf, netlink, program, statefile, vips
+from .errors import EngineError, StateFileError
 from .statefile import STATE_VERSION, parse_state
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
 
 
-class UsageError(EngineError):
-    pass
+class UsageError(StateFileError):
+    """Bad usage or an invalid state file: exit 2, nothing changed."""
 
 
 def _prog():
@@ -35,19 +35,11 @@ def _prog():
 
 # ------------------------------------------------------------------ state file
 def load_state(path):
-    """Read and validate a whole state file; raises UsageError naming the field."""
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except OSError as exc:
-        raise UsageError("%s: cannot read the state file: %s" % (path, exc.strerror), field="state_file")
-    except ValueError as exc:
-        raise UsageError("%s: not valid JSON: %s" % (path, exc), field="state_file")
-    if not isinstance(data, dict):
-        raise UsageError("%s: the state file must hold a JSON object" % path, field="state_file")
+    """Read and validate a whole state file; raises UsageError (exit 2) naming the field."""
+    _raw, data = statefile.read_document(path)
     try:
         return parse_state(data)
-    except EngineError as exc:
+    except StateFileError as exc:
         raise UsageError("%s: %s" % (path, exc.msg), field=exc.field, value=exc.value)
 
 
@@ -67,8 +59,79 @@ def state_vip(spec):
 
 
 # ------------------------------------------------------------------ commands
+class RolledBack(EngineError):
+    """A step after the attach failed and the interface was put back as it was: exit 1."""
+
+
+def _needs_netlink(cfg):
+    # Without both outer sources, the config step reads the interface's addresses over netlink.
+    return cfg is not None and not (cfg["source_v4"] and cfg["source_v6"])
+
+
+def preflight(state, timeout=3.0):
+    """Everything the restore's steps need, checked before the first change (a boot unit must not
+    stop half way, with a program and no VIPs on the NIC): the object, the interface, libbpf,
+    pyroute2 when the config step needs it, the pin root; then the config is resolved (gateway
+    MAC, source addresses). Returns the resolved (config, info), or None without a config."""
+    program.check_object(state["object"])
+    program.ifindex(state["interface"])
+    try:
+        libbpf._L()  # pylint: disable=protected-access  # loads libbpf.so.1 (or says what to install)
+    except libbpf.BpfError as exc:
+        raise EngineError("libbpf: %s" % exc, field="libbpf") from exc
+    program.check_pin_root(state["pin_root"], check_mode=True)
+    cfg = state["config"]
+    if cfg is None:
+        return None
+    if _needs_netlink(cfg) and not netlink.HAS_PYROUTE2:
+        raise EngineError(
+            "config: this Python (%s) cannot import pyroute2, which the config step needs to read the addresses "
+            "of %s (the state file gives neither source_v4 nor source_v6); install it for this interpreter "
+            "(Debian: apt install python3-pyroute2) or run the restore with a Python that has it (the roles' "
+            "balancer_engine_python variable sets the boot unit's interpreter)"
+            % (sys.executable, cfg["interface"]), field="config", value=sys.executable)
+    return balancer.resolve_config(cfg, timeout)
+
+
+def _undo(state, prog, cfg_res):
+    """Put the interface, the config and the pins back as they were before this restore; returns
+    (what was done, whether the maps this run pinned were removed)."""
+    done = []
+    created = [n for n, m in prog.get("maps", {}).items() if not m["reused"]]
+    fresh = prog["action"] == "attached" and created
+    if cfg_res is not None and cfg_res["changed"] and not fresh:
+        with balancer.Balancer(state["pin_root"]) as bal:
+            bal.write_config(cfg_res["previous"])
+        done.append("config put back")
+    if prog["action"] == "attached":
+        program.detach(state["interface"], pin_root=state["pin_root"])
+        done.append("program detached (there was none before)")
+    elif prog["action"] == "replaced":
+        program.rollback(state["interface"], pin_root=state["pin_root"])
+        done.append("previous program %s (id %s) attached again" % (prog["previous"]["name"], prog["previous"]["prog_id"]))
+    if fresh:
+        # Pinned by this run, held by nothing else now: the pin root is left as it was found.
+        for name in created + [balancer.CTL_VIP_REALS]:
+            path = os.path.join(state["pin_root"], name)
+            if os.path.exists(path):
+                os.unlink(path)
+        if any(a.startswith("created ") for a in prog["actions"]) and not os.listdir(state["pin_root"]):
+            os.rmdir(state["pin_root"])
+        done.append("maps pinned by this run removed")
+    return done, bool(fresh)
+
+
 def restore(state, check_mode=False, out=sys.stdout, timeout=3.0):
-    """Load + attach, config, VIPs: what the boot unit runs. Returns the three results."""
+    """Load + attach, config, VIPs: what the boot unit runs. Returns the three results.
+
+    All or nothing: preflight() checks what the steps need before the attach; a failure after it
+    puts back the previous program (or detaches), the previous config and the maps this run pinned,
+    and raises RolledBack."""
+    try:
+        resolved = preflight(state, timeout)
+    except EngineError as exc:
+        raise EngineError("%s (checked before any change: nothing was changed)" % exc.msg,
+                          field=exc.field, value=exc.value) from exc
     prog = program.ensure(state["object"], state["interface"], mode=state["mode"], pin_root=state["pin_root"],
                           program=state["program"], check_mode=check_mode)
     out.write("program: %s %s on %s (%s XDP, tag %s)\n" % (prog["program"], prog["action"], state["interface"],
@@ -78,16 +141,31 @@ def restore(state, check_mode=False, out=sys.stdout, timeout=3.0):
         # Check mode before the first load: there are no maps to compare with yet.
         out.write("config and vips: all would be written (nothing is loaded yet)\n")
     else:
-        if state["config"] is not None:
-            cfg_res = balancer.ensure_config(state["pin_root"], state["config"], check_mode=check_mode,
-                                             timeout=timeout)
-            out.write("config: %s (gateway MAC %s)\n" % ("changed" if cfg_res["changed"] else "unchanged",
-                                                         cfg_res["config"]["gateway_mac"]))
-        vip_res = vips.ensure(state["pin_root"], state["vips"], purge=state["purge"],
-                              ring_size=state["ring_size"], check_mode=check_mode)
+        try:
+            if state["config"] is not None:
+                cfg_res = balancer.ensure_config(state["pin_root"], state["config"], check_mode=check_mode,
+                                                 timeout=timeout, resolved=resolved)
+                out.write("config: %s (gateway MAC %s)\n" % ("changed" if cfg_res["changed"] else "unchanged",
+                                                             cfg_res["config"]["gateway_mac"]))
+            vip_res = vips.ensure(state["pin_root"], state["vips"], purge=state["purge"],
+                                  ring_size=state["ring_size"], check_mode=check_mode)
+        except (EngineError, libbpf.BpfError, OSError) as exc:
+            if check_mode:
+                raise
+            msg = getattr(exc, "msg", None) or str(exc)
+            try:
+                undone, removed = _undo(state, prog, cfg_res)
+            except (EngineError, libbpf.BpfError, OSError) as undo_exc:
+                raise EngineError("%s; rolling back failed too: %s" % (msg, getattr(undo_exc, "msg", None) or undo_exc))
+            if getattr(exc, "partial", False) and not removed:
+                undone.append("the VIP maps are partly written (run the restore again: it repairs them)")
+            raise RolledBack("%s; rolled back: %s" % (msg, ", ".join(undone) or "nothing had changed"),
+                             field=getattr(exc, "field", None))
         s = vip_res["summary"]
         out.write("vips: %d added, %d changed, %d removed, %d unchanged; %d rings written\n"
                   % (s["added"], s["changed"], s["removed"], s["unchanged"], s["rings_written"]))
+        for r in vip_res["repairs"]:
+            out.write("repaired: %s\n" % r)
     for w in prog["warnings"] + (cfg_res or {}).get("warnings", []) + (vip_res or {}).get("warnings", []):
         out.write("warning: %s\n" % w)
     return prog, cfg_res, vip_res
@@ -181,7 +259,7 @@ def _parser():
     s.add_argument("state_file")
     s.add_argument("--check", action="store_true", help="report what would change, change nothing")
     s.add_argument("--resolve-timeout", type=float, default=3.0, help="seconds to wait for the gateway's MAC")
-    s = sub.add_parser("backend-restore", help="restore a backend (tunnels, BPF decap, VIPs, rp_filter) from its state file")
+    s = sub.add_parser("backend-restore", help="restore a backend (tunnels, BPF decap, VIPs on lo, rp_filter, arp_ignore, arp_announce, advmss) from its state file")
     s.add_argument("state_file")
     s.add_argument("--check", action="store_true", help="report what would change, change nothing")
     s = sub.add_parser("save", help="write the running configuration as a state file (mode 0600)")
@@ -213,7 +291,7 @@ def main(argv=None, out=sys.stdout, err=sys.stderr):
         state = load_state(args.state_file)
         restore(state, check_mode=args.check, out=out, timeout=args.resolve_timeout)
         return EXIT_OK
-    except UsageError as exc:
+    except StateFileError as exc:
         err.write("%s: error: %s\n" % (name, exc.msg))
         return EXIT_USAGE
     except EngineError as exc:

@@ -13,7 +13,7 @@ import os
 import socket
 
 from . import decap_abi, libbpf, validate
-from .errors import EngineError
+from .errors import EngineError, show
 
 HOOKS = ("xdp", "tc")
 XDP_MODES = ("native", "generic", "auto")
@@ -23,7 +23,7 @@ def _ifindex(interface):
     try:
         return socket.if_nametoindex(interface)
     except OSError:
-        raise EngineError(f"interface: '{interface}' does not exist", field="interface", value=interface)
+        raise EngineError(f"interface: {show(interface)} does not exist", field="interface", value=interface)
 
 
 def _attached(ifindex):
@@ -73,11 +73,12 @@ def read_state(interface, pin_root):
 
 def normalize(interface, object_path, hook="xdp", xdp_mode="auto", addresses=None, state="present"):
     if hook not in HOOKS:
-        raise EngineError(f"hook: '{hook}' must be one of {', '.join(HOOKS)}", field="hook", value=hook)
+        raise EngineError(f"hook: {show(hook)} must be one of {', '.join(HOOKS)}", field="hook", value=hook)
     if xdp_mode not in XDP_MODES:
-        raise EngineError(f"xdp_mode: '{xdp_mode}' must be one of {', '.join(XDP_MODES)}", field="xdp_mode", value=xdp_mode)
+        raise EngineError(f"xdp_mode: {show(xdp_mode)} must be one of {', '.join(XDP_MODES)}", field="xdp_mode",
+                          value=xdp_mode)
     if state == "present" and not os.path.isfile(object_path or ""):
-        raise EngineError(f"object: '{object_path}' does not exist", field="object", value=object_path)
+        raise EngineError(f"object: {show(object_path, 300)} does not exist", field="object", value=object_path)
     parsed = [str(validate.ip_address(str(address).split("/", maxsplit=1)[0], f"addresses[{index}]"))
               for index, address in enumerate(addresses or [])]
     return {"interface": interface, "object": object_path, "hook": hook,
@@ -91,7 +92,7 @@ def interface_addresses(interface):
     try:
         link = netlink.link(ipr, interface)
         if link is None:
-            raise EngineError(f"interface: '{interface}' does not exist", field="interface", value=interface)
+            raise EngineError(f"interface: {show(interface)} does not exist", field="interface", value=interface)
         return sorted(str(ipaddress.ip_address(a["address"])) for a in netlink.addrs(ipr, link["index"])
                       if a["scope"] == netlink.SCOPE_UNIVERSE)
     finally:
@@ -133,8 +134,9 @@ def ensure(request, pin_root, check_mode=False):
         changes += [f"add {a}" for a in request["addresses"]]
         return _result(changes, before, request, pin_root, check_mode)
 
-    os.makedirs(pin_root, mode=0o700, exist_ok=True)
-    os.chmod(pin_root, 0o700)
+    if not os.path.isdir(pin_root):
+        os.makedirs(pin_root, mode=0o700)
+        os.chmod(pin_root, 0o700)  # makedirs' mode is cut by the umask; an existing one is left as it is
     obj = libbpf.BpfObject(request["object"], pin_root_path=pin_root)
     try:
         obj.load()

@@ -15,7 +15,7 @@ import subprocess
 import time
 
 from . import netlink
-from .errors import EngineError
+from .errors import EngineError, show
 
 SIOCGIFHWADDR = 0x8927
 _ATF_COM = 0x2
@@ -39,10 +39,10 @@ def parse_mac(value, field):
                 raw = None
             if raw is not None:
                 if raw == bytes(6) or raw[0] & 1:
-                    raise EngineError("%s: %r must be a unicast, non-zero MAC address" % (field, value),
+                    raise EngineError("%s: %s must be a unicast, non-zero MAC address" % (field, show(value)),
                                       field=field, value=value)
                 return mac_text(raw)
-    raise EngineError("%s: %r is not a MAC address (expected aa:bb:cc:dd:ee:ff)" % (field, value),
+    raise EngineError("%s: %s is not a MAC address (expected aa:bb:cc:dd:ee:ff)" % (field, show(value)),
                       field=field, value=value)
 
 

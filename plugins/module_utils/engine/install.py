@@ -8,6 +8,7 @@ balancer role's BPF object); keep_file() puts a state file in place once it has 
 """
 import os
 import pkgutil
+import socket
 import sys
 import tempfile
 
@@ -48,10 +49,19 @@ def plan(dest, files):
     return write, remove
 
 
-def _loose_or_missing(path):
+def _missing_dir(path):
     if os.path.exists(path) and not os.path.isdir(path):
         raise EngineError(f"directories: {path} exists and is not a directory", field="directories", value=path)
-    return not os.path.isdir(path) or os.stat(path).st_mode & 0o077 != 0
+    return not os.path.isdir(path)
+
+
+def _check_dest(dest):
+    """An existing dest is left as it is (never re-moded: it may be a directory the user had), but
+    one that others can write is refused: the boot unit runs the code in it as root."""
+    if os.path.isdir(dest) and os.stat(dest).st_mode & 0o022:
+        raise EngineError(f"dest: {dest} exists and is writable by group or others (mode "
+                          f"{os.stat(dest).st_mode & 0o777:04o}); the boot unit runs the engine from it as root, "
+                          f"so give it mode 0700 (or 0755) or choose another dest", field="dest", value=dest)
 
 
 def atomic_write(path, data, mode, sync=False):
@@ -104,18 +114,20 @@ def _check_file_dest(path, field):
 
 
 def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=None):
-    """Make ``dest`` hold exactly the engine's files, and each of ``directories`` exist with mode 0700
-    (created or tightened; the roles keep their object and state there). ``unit`` ({path, content}):
+    """Make ``dest`` hold exactly the engine's files, and each of ``directories`` exist (the roles keep
+    their object and state there). A missing directory (``dest`` too) is created with mode 0700; one
+    that exists is left as it is, never re-moded (``balancer_lib_dir: /usr/local/lib`` must not lock
+    /usr/local/lib to root), but a ``dest`` writable by group or others is refused (its code runs as
+    root at boot). ``unit`` ({path, content}):
     the systemd unit that runs the engine at boot, mode 0644, its directory created (0755) when
     missing. ``obj`` ({dest, data: bytes}): a file sent from the controller (the balancer role's BPF
     object), mode 0600, its directory created (0700) when missing. Everything is checked before
-    anything is written. Returns {changed, written, removed, mode_fixed, directories, unit, object}:
-    ``directories`` lists those created or tightened, ``unit`` and ``object`` whether that file
-    changed."""
+    anything is written. Returns {changed, written, removed, directories, unit, object}:
+    ``directories`` lists those created, ``unit`` and ``object`` whether that file changed."""
     files = sources() if files is None else files
-    dirs = [d for d in directories if _loose_or_missing(d)]
+    dirs = [d for d in directories if _missing_dir(d)]
     write, remove = plan(dest, files)
-    mode_fixed = os.path.isdir(dest) and os.stat(dest).st_mode & 0o077 != 0
+    _check_dest(dest)
     unit_data = unit["content"].encode() if unit else None
     if unit:
         _check_file_dest(unit["path"], "unit.path")
@@ -123,16 +135,16 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
         _check_file_dest(obj["dest"], "object.dest")
     unit_changed = bool(unit) and _differs(unit["path"], unit_data, 0o644)
     obj_changed = bool(obj) and _differs(obj["dest"], obj["data"], 0o600)
-    changed = bool(write or remove or mode_fixed or dirs or unit_changed or obj_changed or not os.path.isdir(dest))
-    result = dict(changed=changed, written=write, removed=remove, mode_fixed=mode_fixed, directories=dirs,
+    changed = bool(write or remove or dirs or unit_changed or obj_changed or not os.path.isdir(dest))
+    result = dict(changed=changed, written=write, removed=remove, directories=dirs,
                   unit=unit_changed, object=obj_changed)
     if check_mode or not changed:
         return result
-    for path in dirs:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)
-    os.makedirs(dest, mode=0o700, exist_ok=True)
-    os.chmod(dest, 0o700)
+    for path in dirs + ([] if os.path.isdir(dest) else [dest]):
+        if not os.path.isdir(path):  # listed twice, or made as the parent of an earlier entry
+            os.makedirs(path, mode=0o700)
+            # makedirs' mode is cut by the umask; this directory is the one just created.
+            os.chmod(path, 0o700)
     for name in write:
         atomic_write(os.path.join(dest, name), files[name], 0o600)
     for name in remove:
@@ -154,5 +166,9 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
 def host_facts():
     """What a role needs to know about the host to install the engine's boot unit and attach the
     program, without gathering Ansible facts: whether systemd runs it (sd_booted(): the directory
-    /run/systemd/system exists) and the interface of the IPv4 default route."""
-    return {"systemd": os.path.isdir("/run/systemd/system"), "default_interface": hostnet.default_interface()}
+    /run/systemd/system exists), the interface of the IPv4 default route, and this process's Python
+    (inside a module, the interpreter Ansible used on the host: the one whose imports the modules
+    proved, so the boot units run the engine with it rather than a hard-coded /usr/bin/python3), and
+    the names of the host's network devices (a role refuses an unknown interface before it attaches)."""
+    return {"systemd": os.path.isdir("/run/systemd/system"), "default_interface": hostnet.default_interface(),
+            "python": sys.executable, "interfaces": sorted(name for _index, name in socket.if_nameindex())}

@@ -20,7 +20,7 @@ import os
 import socket
 
 from . import abi, libbpf, validate
-from .errors import EngineError
+from .errors import EngineError, show
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/xdplb"
 PREVIOUS_PIN = "xdp_previous"
@@ -45,10 +45,10 @@ def check_object(path, field="object"):
         with open(path, "rb") as handle:
             magic = handle.read(4)
     except OSError as exc:
-        raise EngineError("%s: cannot read %r: %s (build it with `make -C files/bpf`)"
-                          % (field, path, exc.strerror), field=field, value=path)
+        raise EngineError("%s: cannot read %s: %s (build it with `make -C files/bpf`)"
+                          % (field, show(path), exc.strerror), field=field, value=path)
     if magic != _ELF:
-        raise EngineError("%s: %r is not a BPF object (no ELF header)" % (field, path), field=field, value=path)
+        raise EngineError("%s: %s is not a BPF object (no ELF header)" % (field, show(path)), field=field, value=path)
     return path
 
 
@@ -57,7 +57,7 @@ def ifindex(name, field="interface"):
     try:
         return socket.if_nametoindex(name)
     except OSError:
-        raise EngineError("%s: %r does not exist in this network namespace" % (field, name),
+        raise EngineError("%s: %s does not exist in this network namespace" % (field, show(name)),
                           field=field, value=name)
 
 
@@ -87,7 +87,7 @@ def _mount_bpffs():
 def check_pin_root(pin_root, check_mode):
     """Make sure pin_root can hold pins (bpffs, mode 0700). Returns a list of what was done."""
     if not isinstance(pin_root, str) or not os.path.isabs(pin_root):
-        raise EngineError("pin_root: %r must be an absolute path inside a BPF filesystem" % (pin_root,),
+        raise EngineError("pin_root: %s must be an absolute path inside a BPF filesystem" % show(pin_root),
                           field="pin_root", value=pin_root)
     done = []
     mnt, fstype = _mount_of(pin_root)
@@ -97,8 +97,8 @@ def check_pin_root(pin_root, check_mode):
             if not check_mode:
                 _mount_bpffs()
         else:
-            raise EngineError("pin_root: %r is on %s (%s), not on a BPF filesystem; use a directory under %s"
-                              % (pin_root, mnt, fstype or "unknown", BPFFS), field="pin_root", value=pin_root)
+            raise EngineError("pin_root: %s is on %s (%s), not on a BPF filesystem; use a directory under %s"
+                              % (show(pin_root), mnt, fstype or "unknown", BPFFS), field="pin_root", value=pin_root)
     if not os.path.isdir(pin_root):
         done.append("created %s (mode 0700)" % pin_root)
         if not check_mode:
@@ -129,7 +129,7 @@ def _pick_program(obj, program):
     names = obj.program_names()
     if program:
         if program not in names:
-            raise EngineError("program: %r is not in %s (it has: %s)" % (program, obj.path, ", ".join(names)),
+            raise EngineError("program: %s is not in %s (it has: %s)" % (show(program), obj.path, ", ".join(names)),
                               field="program", value=program)
         return program
     if "xdp_balancer" in names:

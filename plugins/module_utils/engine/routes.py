@@ -7,7 +7,7 @@ carries the route's advmss. Only the metric changes; gateway, device and the res
 import socket
 
 from . import netlink
-from .errors import EngineError
+from .errors import EngineError, show
 
 MAIN_TABLE = 254
 
@@ -27,7 +27,7 @@ def _advmss(route):
 def ensure(advmss, check_mode=False):
     """Set advmss on every default route; returns {'changed', 'routes': [{family, gateway, before, after}]}."""
     if not isinstance(advmss, int) or not 536 <= advmss <= 65495:
-        raise EngineError(f"advmss: {advmss!r} must be an integer from 536 to 65495", field="advmss", value=advmss)
+        raise EngineError(f"advmss: must be an integer from 536 to 65495 (got {show(advmss)})", field="advmss", value=advmss)
     ipr = netlink.open_iproute()
     report = []
     try:
@@ -41,11 +41,19 @@ def ensure(advmss, check_mode=False):
             spec = {"dst": "0.0.0.0/0" if family == 4 else "::/0", "family": route["family"], "table": MAIN_TABLE,
                     "gateway": route.get_attr("RTA_GATEWAY"), "oif": route.get_attr("RTA_OIF"),
                     "proto": route["proto"], "scope": route["scope"], "type": route["type"],
-                    "metrics": {"attrs": [("RTAX_ADVMSS", advmss)]}}
+                    # The documented name form: pyroute2 0.9 silently drops the {"attrs": [...]} form
+                    # (the route is replaced without the metric and "changed" is reported forever).
+                    "metrics": {"advmss": advmss}}
             priority = route.get_attr("RTA_PRIORITY")
             if priority is not None:
                 spec["priority"] = priority
             ipr.route("replace", **spec)
+        if not check_mode:
+            # A netlink library that drops the metric would otherwise report a change on every run.
+            missed = [str(r.get_attr("RTA_GATEWAY")) for r in _default_routes(ipr) if _advmss(r) != advmss]
+            if missed:
+                raise EngineError("advmss: %d was not applied to the default route via %s (the route was "
+                                  "replaced without it)" % (advmss, ", ".join(missed)), field="advmss", value=advmss)
     finally:
         ipr.close()
     if not report:

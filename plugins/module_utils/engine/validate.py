@@ -8,14 +8,14 @@ must change nothing.
 import ipaddress
 import re
 
-from .errors import EngineError
+from .errors import EngineError, show
 
 # Linux IFNAMSIZ is 16 including the trailing NUL.
 IFNAME_MAX = 15
 
 
 def fail(field, value, problem):
-    raise EngineError("%s: %s (got %r)" % (field, problem, value), field=field, value=value)
+    raise EngineError("%s: %s (got %s)" % (field, problem, show(value)), field=field, value=value)
 
 
 def device_name(value, field="device"):
@@ -51,6 +51,9 @@ def integer(value, field, minimum=None, maximum=None):
     if isinstance(value, str):
         if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
             fail(field, value, "expected an integer")
+        if len(value.strip().lstrip("+-")) > 20:
+            # int() refuses over 4300 digits with a ValueError; no field takes 20 digits anyway.
+            fail(field, value, "is out of range")
         value = int(value)
     elif not isinstance(value, int):
         fail(field, value, "expected an integer")

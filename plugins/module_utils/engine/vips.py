@@ -263,13 +263,64 @@ def plan(bal, state, desired, remove=(), purge=False, ring_size=None, want_diff=
         p.before[k], p.after[k] = _diff_view(before), None
     final_nums = set(nums.values()) | {cur[k]["vip_num"] for k in kept}
     p.orphans = sorted((set(state.ring_ids) | set(state.records)) - final_nums - gone)
-    for num in p.orphans:
-        p.repairs.append("VIP number %d has a ring or record but no VIP (an interrupted run): removed" % num)
-    for a in p.addr_deletes:
-        if not any(cur[k]["address"] == a for k in removed):
-            p.repairs.append("address %s had no VIP left: removed from lb_vip_addrs" % a)
+    _repairs(p, bal, state, removed)
     _count(p, size)
     return p
+
+
+def _repairs(p, bal, state, removed):
+    """What an interrupted earlier run left (balancer.py's write order says what each step leaves),
+    as sentences in p.repairs, or p.warnings when this request does not touch it."""
+    out = p.repairs
+    ups = {u["key"]: u for u in p.upserts}
+    gone = set(removed)
+    for k, v in state.vips.items():
+        num = v["vip_num"]
+        if num not in state.ring_ids:
+            problem = "has no ring"
+        elif num not in state.records:
+            if bal.ctl is None:
+                continue  # no record map yet (first run, or maps of another build): nothing was interrupted
+            problem = "has no record"
+        elif not state.ring_ok(num):
+            problem = "its installed ring does not match its record"
+        else:
+            continue
+        if k in ups:
+            u = ups[k]
+            fix = "ring rebuilt and record written" if u["ring_written"] else "record rewritten to match the installed ring"
+        elif k in gone:
+            fix = "removed"
+        else:
+            p.warnings.append("%s: %s (an interrupted run); it is not in this request, so it is left as it is: "
+                              "apply it again to repair it" % (k, problem))
+            continue
+        out.append("%s: %s (an interrupted run): %s" % (k, problem, fix))
+    for u in p.upserts:
+        num = u["vip_num"]
+        if u["new"] and (num in state.ring_ids or num in state.records):
+            out.append("VIP number %d held a ring or record of no VIP (an interrupted run): reused for %s"
+                       % (num, u["key"]))
+    for num in p.orphans:
+        out.append("VIP number %d has a ring or record but no VIP (an interrupted run): removed" % num)
+    for a in p.addr_deletes:
+        if not any(state.vips[k]["address"] == a for k in removed):
+            out.append("address %s had no VIP left (an interrupted run): removed from lb_vip_addrs" % a)
+    if p.free_reals:
+        # Reals are freed in the last step: a live real no VIP's record (or ring, without a record)
+        # refers to was left by a run that stopped before it. Looked up per freed index in the raw
+        # records: cheap next to decoding every record of a large balancer.
+        by_ring = set()
+        for v in state.vips.values():
+            if v["vip_num"] not in state.records:
+                by_ring |= state.referenced(v["vip_num"])
+        nums = {v["vip_num"] for v in state.vips.values()}
+        live = [rec for num, rec in state.records.items() if num in nums]
+        for idx in sorted(p.free_reals):
+            if idx in by_ring or any(struct.unpack_from("=I", rec, 4 * idx)[0] for rec in live):
+                continue
+            out.append("real %s (index %d) was in lb_reals with no VIP referring to it (an interrupted run): "
+                       "freed" % (p.free_reals[idx], idx))
 
 
 def _check_table(state, removed, desired):
@@ -467,5 +518,9 @@ def ensure(pin_root, vips=(), remove=(), purge=False, ring_size=None, check_mode
         except libbpf.BpfError as exc:
             bpf_fail("planning against the maps under %s" % pin_root, exc)
         if p.changed and not check_mode:
-            apply(bal, p, on_step)
+            try:
+                apply(bal, p, on_step)
+            except EngineError as exc:
+                exc.partial = True  # some maps written: the next run repairs them (see balancer.py)
+                raise
         return p.result()

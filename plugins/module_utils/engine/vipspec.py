@@ -23,7 +23,7 @@ import socket
 
 from . import abi
 from . import maglev
-from .errors import EngineError
+from .errors import EngineError, show
 
 FLAGS = {
     "no_sport": abi.VIP_F_NO_SPORT,
@@ -36,12 +36,8 @@ VIP_FIELDS = ("address", "port", "protocol", "flags", "icmp_echo", "reals")
 REAL_FIELDS = ("address", "weight")
 
 
-def _show(value):
-    return repr(value) if isinstance(value, str) else str(value)
-
-
 def fail(path, value, problem):
-    raise EngineError("%s: %s %s" % (path, _show(value), problem), field=path, value=value)
+    raise EngineError("%s: %s %s" % (path, show(value), problem), field=path, value=value)
 
 
 @contextlib.contextmanager
@@ -90,6 +86,9 @@ def integer(value, path, lo, hi):
     if isinstance(value, bool):
         fail(path, value, "must be an integer, not a boolean")
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        if len(value.strip().lstrip("+-")) > 20:
+            # int() refuses over 4300 digits with a ValueError; no field takes 20 digits anyway.
+            fail(path, value, "is out of range (must be between %d and %d)" % (lo, hi))
         value = int(value)
     if not isinstance(value, int):
         fail(path, value, "must be an integer")
@@ -131,7 +130,7 @@ def _flags(value, path):
 def _known_keys(value, path, allowed):
     for k in value:
         if k not in allowed:
-            fail(_join(path, str(k)), value[k], "is not a known field (expected one of %s)" % ", ".join(allowed))
+            fail(_join(path, str(k) if len(str(k)) <= 40 else show(k, 40)), value[k], "is not a known field (expected one of %s)" % ", ".join(allowed))
 
 
 _REAL_KEYS = frozenset(REAL_FIELDS)
@@ -231,8 +230,9 @@ def _reals(reals_raw, rpath, vip_ip, cache):
             addr, weight = item.get("address"), item.get("weight")
         elif isinstance(item, str):
             addr, weight = item, None
-        elif isinstance(item, dict):
+        elif isinstance(item, dict):  # a dict subclass (Ansible's tagged values), or unknown keys
             _known_keys(item, "%s[%d]" % (rpath, i), REAL_FIELDS)
+            addr, weight = item.get("address"), item.get("weight")
         else:
             fail("%s[%d]" % (rpath, i), item, "must be a mapping with address and weight (or an address string)")
         key = known.get(addr) if type(addr) is str else None  # pylint: disable=unidiomatic-typecheck

@@ -1,0 +1,347 @@
+# -*- coding: utf-8 -*-
+# Copyright: xdplb.katran contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""xdplb.katran.validate_request: the whole request checked on the controller, with the engine's checks.
+
+The hosts run the same engine (plugins/module_utils/engine) and would refuse the same values, but
+one at a time and after earlier plays changed other hosts. Running its checks here, for every host
+a playbook will touch, refuses such a request before any host is contacted. Nothing here is a
+second implementation: each check is an engine function; only the field names are the user's
+variable names (balancer_vips[0].port, not the modules' content[0].port or vips[0]).
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.collections import is_sequence
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import (
+    addresses, balancer, netconf, program, validate, vipspec)
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import (
+    SHOW_MAX, EngineError, short, show)
+
+# Errors listed in the message; the rest are counted (they are all in `errors`).
+MAX_LISTED = 10
+# Hosts named on one line of the message when they share an error (an extra var is on every host).
+MAX_HOSTS = 8
+# A message cut to this length: an engine message quotes a value whole in a few places.
+MAX_MESSAGE = 300
+
+# The balancer role's settings that end up in lb_config and the state file, as the engine's
+# config_request names them.
+_CONFIG = {"balancer_gateway_mac": "gateway_mac", "balancer_source_mode": "source_mode",
+           "balancer_source_v4": "source_v4", "balancer_source_v6": "source_v6",
+           "balancer_max_packet_size": "max_packet_size"}
+# route_advmss's range (engine/routes.py): 0 leaves the routes alone.
+ADVMSS = (536, 65495)
+
+
+class Refused(Exception):
+    """A value a host would refuse: `field` is the user's variable path."""
+
+    def __init__(self, field, value, msg):
+        super().__init__(msg)
+        # short() keeps any int, and one of more than 4300 digits cannot even be printed later.
+        if isinstance(value, int) and not isinstance(value, bool) and not -2 ** 63 <= value < 2 ** 64:
+            value = show(value)
+        self.field, self.value, self.msg = field, short(value), msg
+
+
+def _cut(msg, value):
+    """`msg` with a long value quoted whole replaced by its shown form, and cut to MAX_MESSAGE."""
+    if value is not None and not isinstance(value, (bool, int, float)):
+        for text in (repr(value), str(value)):
+            if len(text) > SHOW_MAX and text in msg:
+                msg = msg.replace(text, show(value))
+    return msg if len(msg) <= MAX_MESSAGE else msg[:MAX_MESSAGE - 3] + "..."
+
+
+def _engine(func, *args, rename=None, where=None, **kwargs):
+    """func(*args, **kwargs); an EngineError becomes Refused, its field renamed by `rename`
+    (the engine's name -> the user's variable) where the engine does not know the user's name.
+    The engine's checks take (value, field, ...): anything else they raise is named after args[1]
+    and args[0], or `where` (field, value)."""
+    try:
+        return func(*args, **kwargs)
+    except EngineError as exc:
+        field, msg = exc.field or "", exc.msg
+        if len(field) > 2 * SHOW_MAX:  # an unknown key is part of the path, whole
+            cut = "%s... (%d characters)" % (field[:SHOW_MAX], len(field))
+            field, msg = cut, msg.replace(field, cut)
+        if rename and field in rename:
+            user = rename[field]
+            msg = user + msg[len(field):] if msg.startswith(field) else "%s: %s" % (user, msg)
+            field = user
+        raise Refused(field, exc.value, _cut(msg, exc.value)) from None
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        field, value = where or (args[1] if len(args) > 1 else "request", args[0] if args else None)
+        raise Refused(field, value, _cut("%s: %s cannot be checked (%s: %s)" % (
+            field, show(value), type(exc).__name__, exc), None)) from None
+
+
+def _fail(field, value, problem):
+    raise Refused(field, value, _cut("%s: %s (got %s)" % (field, problem, show(value)), value))
+
+
+def plain(value):
+    """`value` as the plain types a module receives (JSON's): Ansible's tagged or lazy containers
+    and strings become dict, list and str, so the engine sees what the host would."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if is_sequence(value) or isinstance(value, (set, frozenset)):
+        return [plain(v) for v in value]
+    return str(value)
+
+
+def _python(value, field):
+    """An interpreter path for a unit's ExecStart: absolute, one word (it is written into the unit
+    file, where a newline or a space would change what systemd runs)."""
+    if value in (None, ""):
+        return
+    if not isinstance(value, str) or not os.path.isabs(value) or re.search(r"\s|[\x00-\x1f%$\\]", value):
+        _fail(field, value, "expected an absolute path to a Python interpreter, without spaces, "
+                            "'%', '$' or '\\' (it is the unit's ExecStart)")
+
+
+def _device(value, field):
+    if value not in (None, ""):
+        _engine(validate.device_name, value, field)
+
+
+def _integer(value, field, low, high):
+    return _engine(validate.integer, value, field, low, high)
+
+
+def _collector(get):
+    """(errors, run): run(check, *names) calls check with the values of the variables `names`
+    (None for an undefined one; not at all when none is defined), adds what it refuses to errors
+    and returns whether it ran. A variable that cannot be templated is an error too."""
+    errors = []
+
+    def run(check, *names):
+        try:
+            values = [get(n) for n in names]
+            if names and not any(defined for defined, _v in values):
+                return None
+            check(*[v if defined else None for defined, v in values])
+        except Refused as exc:
+            errors.append(exc)
+        return True
+    return errors, run
+
+
+def check_balancer(get):
+    """Every error of a balancer's variables; get(name) -> (defined, value)."""
+    errors, run = _collector(get)
+    run(lambda v: _engine(vipspec.parse_vips, v, "balancer_vips"), "balancer_vips")
+    run(lambda v: _device(v, "balancer_interface"), "balancer_interface")
+    run(lambda v: v is None or _engine(validate.choice, v, "balancer_xdp_mode", program.MODES), "balancer_xdp_mode")
+    run(lambda v: v is None or _engine(vipspec.ring_size, v, "balancer_ring_size"), "balancer_ring_size")
+    run(lambda v: _python(v, "balancer_engine_python"), "balancer_engine_python")
+
+    def config(*values):
+        args = {_CONFIG[name]: value for name, value in zip(_CONFIG, values) if value not in (None, "")}
+        # The state file the role writes holds these settings; config_request is how the boot-time
+        # restore (statefile.parse_settings) and lb_config check them. The interface is checked above.
+        _engine(balancer.config_request, "eth0", check_interface=False, rename={v: k for k, v in _CONFIG.items()},
+                where=("balancer_max_packet_size", args.get("max_packet_size")), **args)
+
+    run(config, *_CONFIG)
+    return errors
+
+
+def _addresses(raw, path, item_path):
+    """Each item as the backend role's ip_address task (lo) and backend_check would take it."""
+    if not isinstance(raw, list):
+        _fail(path, raw, "expected a list of VIP addresses")
+    if not raw:
+        _fail(path, raw, "must list at least one VIP address")
+    seen = {}
+    for index, value in enumerate(raw):
+        field = item_path(index)
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            _fail(field, value, "expected an IP address as a string")
+        item = addresses.entry(_engine(validate.ip_interface, str(value), field))
+        key = (item["family"], item["address"])
+        if key in seen:
+            _fail(field, value, "listed twice (also %s)" % item_path(seen[key]))
+        seen[key] = index
+
+
+def check_backend(get, derived=None):
+    """Every error of a backend's variables; `derived`: the balancer_vips its backend_vips come
+    from when it has none (site.yml), checked as the addresses they become."""
+    errors, run = _collector(get)
+    if run(lambda v: _addresses(v, "backend_vips", lambda i: "backend_vips[%d]" % i), "backend_vips") is None \
+            and isinstance(derived, list):
+        def from_balancer_vips():
+            for index, vip in enumerate(derived):
+                if isinstance(vip, dict) and "address" in vip:
+                    _engine(validate.ip_interface, vip["address"], "balancer_vips[%d].address" % index)
+        run(from_balancer_vips)
+    run(lambda v: _device(v, "backend_interface"), "backend_interface")
+    run(lambda v: _device(v, "backend_ipip_device"), "backend_ipip_device")
+    run(lambda v: _device(v, "backend_ip6tnl_device"), "backend_ip6tnl_device")
+    run(lambda v: v in (None, "") or _engine(addresses.parse_list, [v], "backend_tunnel_address"),
+        "backend_tunnel_address")
+    for name, key in (("backend_arp_ignore", "arp_ignore"), ("backend_arp_announce", "arp_announce")):
+        _rule, low, high = netconf.KEYS["ipv4"][key]
+        run(lambda v, n=name, lo=low, hi=high: v is None or _integer(v, n, lo, hi), name)
+
+    def advmss(value):
+        if value is not None and 0 < _integer(value, "backend_advmss", 0, ADVMSS[1]) < ADVMSS[0]:
+            _fail("backend_advmss", value, "must be 0 (leave the routes alone) or between %d and %d" % ADVMSS)
+
+    run(advmss, "backend_advmss")
+
+    def rp_filter(value, tunnel_address):
+        if value is not None and str(value) == "2" and not tunnel_address:
+            _fail("backend_rp_filter", value, "2 (loose) needs backend_tunnel_address: loose mode drops "
+                                              "packets on a device without an address")
+
+    run(rp_filter, "backend_rp_filter", "backend_tunnel_address")
+    run(lambda v: _python(v, "backend_engine_python"), "backend_engine_python")
+    return errors
+
+
+def check_drain(get):
+    """drain_addresses (a list, or a string as drain.yml reads one) and undrain_weight."""
+    errors, run = _collector(get)
+
+    def drain_addresses(value):
+        if value is None:
+            return
+        items = re.findall(r"[0-9A-Fa-f]*[.:][0-9A-Fa-f.:]+", value) if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            _fail("drain_addresses", value, "expected the backend's real addresses (a list, or a string of them)")
+        for index, item in enumerate(items):
+            _engine(vipspec.address, item, "drain_addresses[%d]" % index)
+
+    run(drain_addresses, "drain_addresses")
+    # Put back by lb_vip as a real's weight (0 would leave the backend drained).
+    run(lambda v: v is None or _engine(vipspec.integer, v, "undrain_weight", 1, vipspec.MAX_WEIGHT), "undrain_weight")
+    return errors
+
+
+def report(found):
+    """(message, errors) of [(host or None, Refused)]: one line per distinct error with the hosts
+    that have it, the first MAX_LISTED lines, the value cut."""
+    lines, order = {}, []
+    for host, exc in found:
+        if exc.msg not in lines:
+            lines[exc.msg] = []
+            order.append(exc.msg)
+        if host is not None:
+            lines[exc.msg].append(host)
+    text = []
+    for msg in order[:MAX_LISTED]:
+        hosts = lines[msg]
+        who = ", ".join(hosts[:MAX_HOSTS]) + (" and %d more" % (len(hosts) - MAX_HOSTS) if len(hosts) > MAX_HOSTS else "")
+        text.append("%s: %s" % (who, msg) if who else msg)
+    if len(order) > MAX_LISTED:
+        text.append("and %d more (see errors)" % (len(order) - MAX_LISTED))
+    errors = [{"host": host, "field": exc.field, "value": exc.value, "msg": exc.msg} for host, exc in found]
+    return "; ".join(text), errors
+
+
+class ActionModule(ActionBase):
+
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    ARGUMENT_SPEC = dict(role=dict(type="str", choices=["balancer", "backend"]),
+                         balancers=dict(type="list", elements="str", default=[]),
+                         backends=dict(type="list", elements="str", default=[]),
+                         require_balancer_vips=dict(type="bool", default=False),
+                         backend_vips_from=dict(type="str"),
+                         drain=dict(type="bool", default=False))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp  # tmp no longer has any effect
+        task_vars = task_vars or {}
+        _spec, args = self.validate_argument_spec(argument_spec=self.ARGUMENT_SPEC)
+        result["changed"] = False
+        try:
+            found = self._check(args, task_vars)
+        except Refused as exc:  # the task's own arguments
+            result.update(failed=True, msg=exc.msg)
+            return result
+        if found:
+            msg, errors = report(found)
+            where = "" if args.get("role") else " (checked on the controller, before any host was touched)"
+            result.update(failed=True, msg="the request is refused%s: %s" % (where, msg), errors=errors)
+        else:
+            result.update(msg="the request is valid", errors=[])
+        return result
+
+    def _check(self, args, task_vars):
+        role = args.get("role")
+        if role is not None:
+            get = self._task_var_getter(task_vars)
+            checks = check_balancer(get) if role == "balancer" else check_backend(get)
+            return [(None, exc) for exc in checks]
+        hostvars = task_vars.get("hostvars", {})
+        found = []
+        balancers = self._hosts(args, "balancers")
+        for host in balancers:
+            get = self._hostvar_getter(hostvars, host)
+            if args.get("require_balancer_vips") and not get("balancer_vips")[0]:
+                found.append((host, Refused("balancer_vips", None, "balancer_vips: is required (the VIPs this "
+                                                                   "balancer serves, usually a group variable of balancers)")))
+            found.extend((host, exc) for exc in check_balancer(get))
+        source = args.get("backend_vips_from")
+        for host in self._hosts(args, "backends"):
+            get = self._hostvar_getter(hostvars, host)
+            derived = None
+            if source is not None and not found:
+                # As site.yml derives backend_vips: its own balancer_vips, else the first balancer's.
+                defined, derived = get("balancer_vips")
+                if not defined and source:
+                    derived = self._hostvar_getter(hostvars, source)("balancer_vips")[1]
+            found.extend((host, exc) for exc in check_backend(get, derived))
+        if args.get("drain"):
+            for host in balancers or [task_vars.get("inventory_hostname")]:
+                get = self._hostvar_getter(hostvars, host) if host in hostvars else self._task_var_getter(task_vars)
+                found.extend((host if balancers else None, exc) for exc in check_drain(get))
+        return found
+
+    @staticmethod
+    def _hosts(args, name):
+        return list(args[name])
+
+    @staticmethod
+    def _hostvar_getter(hostvars, host):
+        """get(name) -> (defined, value) from a host's variables (inventory, extra vars, facts), templated."""
+        try:
+            view = hostvars[host]
+        except KeyError:
+            raise Refused("hosts", host, "%s is not a host of the inventory" % show(host)) from None
+
+        def get(name):
+            if name not in view:
+                return False, None
+            try:
+                return True, plain(view[name])
+            except AnsibleError as exc:
+                raise Refused(name, None, "%s: %s: cannot be templated: %s" % (host, name, _cut(str(exc), None))) from None
+        return get
+
+    def _task_var_getter(self, task_vars):
+        """get(name) -> (defined, value) from this task's variables (the role's defaults included), templated."""
+        def get(name):
+            if name not in task_vars:
+                return False, None
+            try:
+                return True, plain(self._templar.template(task_vars[name]))
+            except AnsibleError as exc:
+                raise Refused(name, None, "%s: cannot be templated: %s" % (name, _cut(str(exc), None))) from None
+        return get
