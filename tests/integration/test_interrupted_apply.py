@@ -74,8 +74,7 @@ def test_a_killed_apply_is_repaired_and_reported(lbns, tmp_path):
     assert "192.0.2.10:80/tcp: its installed ring does not match its record (an interrupted run): " \
            "record rewritten to match the installed ring" in repairs, repairs
     reused = [x for x in repairs if x.startswith("VIP number") and "reused for" in x]
-    assert sorted(x.rsplit(" ", 1)[1] for x in reused) == ["192.0.2.10:53/udp",
-                                                         "198.51.100.1:80/tcp"], repairs
+    assert sorted(x.rsplit(" ", 1)[1] for x in reused) == ["192.0.2.10:53/udp", "198.51.100.1:80/tcp"], repairs
     assert "address 2001:db8::10 had no VIP left (an interrupted run): removed from lb_vip_addrs" in repairs
     assert any(x.startswith("real 2001:db8:1::1 ") and x.endswith("freed") for x in repairs), repairs
     assert rerun["changed"] and logical(pin) == expected

@@ -259,7 +259,8 @@ def _parser():
     s.add_argument("state_file")
     s.add_argument("--check", action="store_true", help="report what would change, change nothing")
     s.add_argument("--resolve-timeout", type=float, default=3.0, help="seconds to wait for the gateway's MAC")
-    s = sub.add_parser("backend-restore", help="restore a backend (tunnels, BPF decap, VIPs on lo, rp_filter, arp_ignore, arp_announce, advmss) from its state file")
+    s = sub.add_parser("backend-restore", help="restore a backend from its state file (tunnels, BPF decap, VIPs on lo, "
+                       "rp_filter, arp_ignore, arp_announce, advmss)")
     s.add_argument("state_file")
     s.add_argument("--check", action="store_true", help="report what would change, change nothing")
     s = sub.add_parser("save", help="write the running configuration as a state file (mode 0600)")
