@@ -64,9 +64,18 @@ options:
         type: path
         required: true
       content:
-        description: The unit file's text.
+        description:
+          - The unit file's text. Each C(@PYTHON@) in it is replaced by O(unit.python), so an
+            C(ExecStart) runs the engine with the interpreter whose imports Ansible has proven on
+            this host, without a task to find it first.
         type: str
         required: true
+      python:
+        description:
+          - The interpreter that replaces C(@PYTHON@) in O(unit.content), an absolute path.
+          - Default (empty or omitted) is the interpreter this module runs with, the one Ansible
+            uses on the host (RV(host.python)).
+        type: str
   object:
     description:
       - A file from the controller to install on the host in the same task, typically the BPF object
@@ -107,6 +116,7 @@ EXAMPLES = r"""
     dest: /usr/local/lib/xdplb/xdplb_engine
     unit:
       path: /etc/systemd/system/xdplb-balancer.service
+      # ExecStart=@PYTHON@ -m xdplb_engine restore ...: the interpreter Ansible uses on the host
       content: "{{ lookup('ansible.builtin.template', 'xdplb-balancer.service.j2') }}"
   notify: Reload systemd
 
@@ -165,11 +175,13 @@ host:
 
 import base64
 import binascii
+import os
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import install
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short, show
 
 
 def _shipped():
@@ -198,12 +210,24 @@ def _object(params):
     return {"dest": obj["dest"], "data": data}
 
 
+def _unit(unit):
+    """The unit with @PYTHON@ replaced by unit.python or this module's interpreter."""
+    if unit is None:
+        return None
+    python = unit["python"] or sys.executable
+    if not os.path.isabs(python) or any(c.isspace() or c in "%$\\" for c in python):
+        raise EngineError("unit.python: %s must be an absolute path without spaces, '%%', '$' or '\\' "
+                          "(it goes into the unit's ExecStart)" % show(python), field="unit.python", value=python)
+    return {"path": unit["path"], "content": unit["content"].replace("@PYTHON@", python)}
+
+
 def main():
     module = AnsibleModule(argument_spec=dict(dest=dict(type="path", required=True),
                                               directories=dict(type="list", elements="path", default=[]),
                                               unit=dict(type="dict", options=dict(
                                                   path=dict(type="path", required=True),
-                                                  content=dict(type="str", required=True))),
+                                                  content=dict(type="str", required=True),
+                                                  python=dict(type="str"))),
                                               object=dict(type="dict", options=dict(
                                                   src=dict(type="path"),
                                                   content_base64=dict(type="str", no_log=True),
@@ -214,7 +238,8 @@ def main():
     p = module.params
     try:
         obj = _object(p)
-        result = install.ensure(p["dest"], module.check_mode, directories=p["directories"], unit=p["unit"], obj=obj)
+        unit = _unit(p["unit"])
+        result = install.ensure(p["dest"], module.check_mode, directories=p["directories"], unit=unit, obj=obj)
     except EngineError as exc:
         module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
     except OSError as exc:

@@ -128,17 +128,20 @@ def test_each_bad_request_is_refused_before_any_host_naming_host_variable_and_va
 
 def test_an_unknown_interface_fails_before_attaching_and_changes_nothing(lab):
     """Only the balancer can tell that eth9 does not exist: the role stops before the program is
-    attached, names balancer_interface and its value, and rolls nothing back (nothing changed)."""
+    attached (engine_install reports the host's interfaces), names balancer_interface and its value,
+    and there is nothing to roll back: no rescue runs (the recap once said rescued=1 failed=1)."""
     rc, data = _site(lab["tmp"], "eth9", dict(lab["good"], balancer_interface="eth9"))
     assert rc != 0
     assert changed_total(data) == 0
     failed = [t for t in data["tasks"] if t["status"] == "failed" and t["host"] == LB]
     message = failed[-1]["result"]["msg"]
-    assert "balancer_interface" in message and "eth9" in message and "nothing was changed" in message, message
+    assert "balancer_interface" in message and "eth9" in message and "nothing was changed" in message.lower(), message
+    assert failed[-1]["task"] == "xdplb.katran.balancer : The interface exists (before anything is attached, so a typo changes nothing)"
     for task in ("Roll back to the last object that worked", "Detach the new program (there was none before)"):
         ran = [t["status"] for t in data["tasks"] if t["task"] == "xdplb.katran.balancer : " + task]
         assert set(ran) <= {"skipped"}, (task, ran)
     assert data["stats"][LB]["changed"] == 0 and data["stats"][LB]["failures"] == 1
+    assert data["stats"][LB].get("rescued", 0) == 0, data["stats"][LB]
 
 
 ROLES_ALONE = [

@@ -147,6 +147,23 @@ def test_unit_is_written_0644_with_its_directory_only_when_it_differs(dest, tmp_
     assert os.path.isabs(edited["host"]["python"]) and os.access(edited["host"]["python"], os.X_OK)
 
 
+def test_unit_runs_the_engine_with_the_hosts_interpreter_or_the_one_given(dest, tmp_path):
+    unit = tmp_path / "xdplb-balancer.service"
+    content = "[Service]\nExecStart=@PYTHON@ -m xdplb_engine restore /etc/xdplb/balancer.json\n"
+    result = _play(tmp_path, {"dest": dest, "unit": {"path": str(unit), "content": content}})
+    assert result["unit"] and unit.read_text() == content.replace("@PYTHON@", result["host"]["python"])
+    assert result["host"]["python"] == sys.executable  # the ANSIBLE_PYTHON_INTERPRETER of the fixture
+    again = _play(tmp_path, {"dest": dest, "unit": {"path": str(unit), "content": content}})
+    assert not again["changed"], again
+    given = _play(tmp_path, {"dest": dest, "unit": {"path": str(unit), "content": content, "python": "/opt/py/bin/python3"}})
+    assert given["unit"] and "ExecStart=/opt/py/bin/python3 -m xdplb_engine" in unit.read_text()
+    before = unit.read_text()
+    for bad in ("python3", "/usr/bin/python3 -I", "/opt/$HOME/python3"):
+        refused = _play(tmp_path, {"dest": dest, "unit": {"path": str(unit), "content": content, "python": bad}})
+        assert refused.get("field") == "unit.python" and repr(bad) in refused["msg"], refused
+    assert unit.read_text() == before
+
+
 def test_keep_file_writes_0600_atomically_only_when_bytes_or_mode_differ(tmp_path):
     dest = str(tmp_path / "balancer.json")
     assert install.keep_file(dest, b"{}", check_mode=True) and not os.path.exists(dest)
