@@ -74,7 +74,7 @@ options:
         description:
           - The interpreter that replaces C(@PYTHON@) in O(unit.content), an absolute path.
           - Default (empty or omitted) is the interpreter this module runs with, the one Ansible
-            uses on the host (RV(host.python)).
+            uses on the host (C(python) in RV(host)).
         type: str
   object:
     description:
@@ -188,7 +188,7 @@ def _shipped():
     """Never called. AnsiballZ ships the module_utils a module imports, so these imports are what
     puts the whole engine into this module's payload; tests check the list against the directory."""
     from ansible_collections.xdplb.katran.plugins.module_utils.engine import (  # noqa: F401
-        __main__, abi, addresses, backend_restore, backend_state, balancer, bpfmap, btf, cli, decap, decap_abi, doctor,
+        __main__, abi, addresses, backend_restore, backend_state, balancer, bpfmap, btf, cli, decap, decap_abi, doctor, document,
         errors, hostnet, lab, labflows, labtraffic, libbpf, maglev, maglev_kernel, netconf, netlink, probe, program,
         routes, statefile, tunnel, validate, vips, vipspec)
 

@@ -10,11 +10,9 @@ then every step is planned in check mode against the host (pyroute2 and libbpf i
 interface and object there, a default route for advmss), and only then does anything change.
 Every step is idempotent, so a restore on a running backend changes nothing and says so.
 """
-import json
 import os
-import stat
 
-from . import addresses, backend_state, decap, netconf, routes, tunnel
+from . import addresses, backend_state, decap, document, netconf, routes, tunnel
 from .errors import StateFileError, show
 
 FALLBACK = {"ipip": "tunl0", "ip6tnl": "ip6tnl0"}
@@ -23,41 +21,11 @@ FALLBACK = {"ipip": "tunl0", "ip6tnl": "ip6tnl0"}
 def load_state(path):
     """The validated document of the state file at `path`; StateFileError for anything else."""
     where = "state file %s" % show(path, 300)
-    try:
-        # O_NONBLOCK: a FIFO given as the state file must not hang the boot.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise StateFileError("%s: cannot be read: %s" % (where, exc.strerror), field="state_file", value=path)
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise StateFileError("%s: is %s, not a state file" % (where, kind), field="state_file", value=path)
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(backend_state.MAX_BYTES + 1)
-    if len(data) > backend_state.MAX_BYTES:
-        raise StateFileError("%s: is larger than %d MiB, not a backend state file"
-                             % (where, backend_state.MAX_BYTES >> 20), field="state_file", value=path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise StateFileError("%s: is not UTF-8 text (byte %d is %s): not a backend state file"
-                             % (where, exc.start, show(data[exc.start:exc.start + 1])), field="state_file", value=path)
-    try:
-        doc = json.loads(text, parse_constant=_no_constant)
-    except ValueError as exc:
-        raise StateFileError("%s: is not valid JSON: %s" % (where, exc), field="state_file", value=path)
-    except RecursionError:
-        raise StateFileError("%s: is nested too deeply to be a backend state file" % where,
-                             field="state_file", value=path)
+    _raw, doc = document.read(path, backend_state.MAX_BYTES, where)
     try:
         return backend_state.parse(doc)
     except StateFileError as exc:
         raise StateFileError("%s: %s" % (where, exc.msg), field=exc.field, value=exc.value)
-
-
-def _no_constant(name):
-    raise ValueError("%s is not a JSON number" % name)
 
 
 def restore(state, check_mode=False):

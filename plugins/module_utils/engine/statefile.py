@@ -16,11 +16,9 @@ accepts. The rules that protect a fleet's configuration:
 Every error is a StateFileError naming the field by its path in the document and quoting the
 value cut with errors.show. Relative imports and stdlib only, no Ansible imports.
 """
-import json
 import os
-import stat
 
-from . import balancer, program, validate, vipspec
+from . import balancer, document, program, validate, vipspec
 from .errors import EngineError, StateFileError, show
 
 STATE_VERSION = 1
@@ -50,58 +48,12 @@ def read_document(path, field="state_file"):
     """(bytes, decoded JSON) of the file at `path`; StateFileError (message starting with the path,
     `field` naming the argument) when it cannot be a state file."""
     where = path if isinstance(path, str) and len(path) <= 200 else show(path)
-
-    def refuse(problem):
-        raise StateFileError("%s: %s" % (where, problem), field=field, value=path)
-
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except (OSError, ValueError, TypeError) as exc:
-        refuse("cannot read the file: %s" % (getattr(exc, "strerror", None) or exc))
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            refuse("is a directory, not a state file")
-        if not stat.S_ISREG(st.st_mode):
-            refuse("is not a regular file")
-        if st.st_size > MAX_BYTES:
-            refuse("is %d bytes, more than the %d MiB a state file may have" % (st.st_size, MAX_BYTES >> 20))
-        with os.fdopen(fd, "rb") as handle:
-            fd = None
-            data = handle.read(MAX_BYTES + 1)
-    except OSError as exc:
-        refuse("cannot read the file: %s" % (exc.strerror or exc))
-    finally:
-        if fd is not None:
-            os.close(fd)
-    if len(data) > MAX_BYTES:
-        refuse("is more than the %d MiB a state file may have" % (MAX_BYTES >> 20))
-    return data, decode(data, field, where)
+    return document.read(path, MAX_BYTES, where, field)
 
 
 def decode(data, field, where=None):
     """JSON text (bytes or str) -> the decoded value; StateFileError saying where it is broken."""
-    what = where or field
-    if len(data) > MAX_BYTES:
-        raise StateFileError("%s: %d characters, more than the %d MiB a state document may have"
-                             % (what, len(data), MAX_BYTES >> 20), field=field)
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise StateFileError("%s: is not UTF-8 text (a binary file?): byte %d is 0x%02x"
-                                 % (what, exc.start, data[exc.start]), field=field)
-    if not data.strip():
-        raise StateFileError("%s: is empty (a state document is a JSON object)" % what, field=field)
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        # JSONDecodeError's own text says what and where ("Expecting ',' delimiter: line 3 column 5").
-        cut = getattr(exc, "msg", str(exc))
-        pos = " at line %d column %d" % (exc.lineno, exc.colno) if hasattr(exc, "lineno") else ""
-        ends = getattr(exc, "pos", 0) >= len(data.rstrip()) or cut.startswith("Unterminated string")
-        truncated = ", the document ends early (truncated?)" if ends else ""
-        raise StateFileError("%s: not valid JSON: %s%s%s" % (what, cut[:200], pos, truncated), field=field)
+    return document.decode(data, MAX_BYTES, where or field, field)
 
 
 def _optional_text(data, key, prefix):
