@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.collections import is_sequence
@@ -318,19 +319,23 @@ class ActionModule(ActionBase):
     def _hosts(args, name):
         return list(args[name])
 
-    @staticmethod
-    def _hostvar_getter(hostvars, host):
-        """get(name) -> (defined, value) from a host's variables (inventory, extra vars, facts), templated."""
-        try:
-            view = hostvars[host]
-        except KeyError:
-            raise Refused("hosts", host, "%s is not a host of the inventory" % show(host)) from None
+    def _hostvar_getter(self, hostvars, host):
+        """get(name) -> (defined, value) from a host's variables (inventory, extra vars, facts),
+        templated as that host's play would template them.
+
+        Not through hostvars[host][name]: that view templates without the magic variables, so a
+        group variable built from hostvars (balancer_vips listing each backend's lab_ipv4) would
+        be undefined here although the host's own play resolves it."""
+        raw = hostvars.raw_get(host) if host in hostvars else None
+        if not isinstance(raw, Mapping):
+            raise Refused("hosts", host, "%s is not a host of the inventory" % show(host))
+        templar = self._templar.copy_with_new_env(available_variables=dict(raw, hostvars=hostvars))
 
         def get(name):
-            if name not in view:
+            if name not in raw:
                 return False, None
             try:
-                return True, plain(view[name])
+                return True, plain(templar.template(raw[name]))
             except AnsibleError as exc:
                 raise Refused(name, None, "%s: %s: cannot be templated: %s" % (host, name, _cut(str(exc), None))) from None
         return get

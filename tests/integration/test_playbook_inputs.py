@@ -145,10 +145,22 @@ def runs(tmp_path_factory):
     hosts["lb2"] = {"balancer_vips": [dict(_VIP, port=70000)]}
     inventory_lb2["all"]["children"]["backends"]["hosts"]["be2"] = {"backend_vips": ["10.99.0.10/33"]}
     per_host.write_text(yaml.safe_dump(inventory_lb2))
+    # balancer_vips as inventories (and the fleet scenario) often build it: from the backends'
+    # own variables through hostvars; valid, then with one backend's address wrong.
+    from_hostvars = {}
+    for case, address in (("good", "10.1.0.12"), ("bad", "10.1.0.300")):
+        inv = json.loads(json.dumps(INVENTORY))
+        inv["all"]["vars"]["balancer_vips"] = (
+            "{{ [{'address': '10.99.0.10', 'port': 80, 'reals': groups['backends'] | map('extract', hostvars, 'real_ip') | list}] }}")
+        inv["all"]["children"]["backends"]["hosts"] = {"be1": {"real_ip": "10.1.0.11"}, "be2": {"real_ip": address}}
+        from_hostvars[case] = tmp_path_factory.mktemp("inputs") / ("hostvars_%s.yml" % case)
+        from_hostvars[case].write_text(yaml.safe_dump(inv))
     with ThreadPoolExecutor(max_workers=min(6, os.cpu_count() or 1)) as pool:
         futures = {key: pool.submit(playbook, args[0], "-i", str(inventory), *args[1:], check=False)
                    for key, args in jobs.items()}
         futures[("content", "per_host")] = pool.submit(playbook, _path("site"), "-i", str(per_host), check=False)
+        for case, path in from_hostvars.items():
+            futures[("hostvars", case)] = pool.submit(playbook, _path("site"), "-i", str(path), check=False)
         return {key: future.result() for key, future in futures.items()}
 
 
@@ -197,6 +209,14 @@ def test_valid_values_pass_the_validation(runs, name):
         + ([(VALIDATE_REQUEST, "localhost", "ok")] if name != "doctor" else []))
     # The run went on to the fleet (which cannot be reached here).
     assert {t["host"] for t in data["tasks"]} - {"localhost"}
+
+
+def test_variables_built_from_hostvars_are_checked_as_the_hosts_play_sees_them(runs):
+    _rc, data = runs[("hostvars", "good")]
+    checks = [(t["host"], t["status"]) for t in data["tasks"] if t["task"] == VALIDATE_REQUEST]
+    assert checks == [("localhost", "ok")], [t for t in data["tasks"] if t["task"] == VALIDATE_REQUEST]
+    result = _failure(*runs[("hostvars", "bad")], VALIDATE_REQUEST)
+    assert "lb1, lb2: balancer_vips[0].reals[1].address: '10.1.0.300' is not a valid IPv4 or IPv6 address" in result["msg"]
 
 
 def test_limit_without_localhost_still_validates_first(runs):
