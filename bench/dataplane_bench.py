@@ -246,6 +246,14 @@ def one_run(floor, pkts, calls, lru_ref, loops, block=1000):
             obj.close()
 
 
+def run_make(directory, *args):
+    """make, with its output on stderr: stdout carries only the report (--json is piped into
+    tools). Under a recursive make the inherited MAKEFLAGS turn on "Entering directory" lines,
+    which -s does not silence; --no-print-directory does."""
+    subprocess.run(["make", "-s", "--no-print-directory", "-C", directory] + list(args), check=True,
+                   stdout=sys.stderr)
+
+
 def build_variant(tmpdir, size):
     """balancer.o built with another connection-table size, in its own directory."""
     out = os.path.join(tmpdir, "conn%d" % size)
@@ -253,7 +261,7 @@ def build_variant(tmpdir, size):
     for name in ("balancer.c", "lb_abi.h", "Makefile"):
         with open(os.path.join(BPF_DIR, name), "rb") as src, open(os.path.join(out, name), "wb") as dst:
             dst.write(src.read())
-    subprocess.run(["make", "-s", "-C", out, "balancer.o", "LB_CFLAGS=-DLB_CONN_TABLE_SIZE=%d" % size], check=True)
+    run_make(out, "balancer.o", "LB_CFLAGS=-DLB_CONN_TABLE_SIZE=%d" % size)
     return os.path.join(out, "balancer.o")
 
 
@@ -307,7 +315,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (BPF_PROG_TEST_RUN)")
-    subprocess.run(["make", "-s", "-C", BPF_DIR], check=True)
+    run_make(BPF_DIR)
     load_at_start = " ".join("%.2f" % x for x in os.getloadavg())
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})  # one CPU: its caches stay warm

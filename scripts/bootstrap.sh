@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One-command dev environment: Debian packages + a virtualenv with the Python tooling.
 # Re-running is fast: packages are installed only when dpkg says they are missing and the
-# virtualenv is rebuilt only when requirements-dev.txt changed.
+# virtualenv is rebuilt only when its requirements file (or the Python) changed.
 #   scripts/bootstrap.sh            -> .venv  (default python3; ansible-core 2.19 on 3.11)
 #   PYTHON=python3.12 VENV=.venv312 scripts/bootstrap.sh  -> second env (ansible-core 2.21)
+#   PYTHON=python3.10 VENV=.build/venv217 REQUIREMENTS=requirements-oldest.txt scripts/bootstrap.sh
+#                                   -> the oldest ansible-core claimed (2.17), test tools only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,14 +25,15 @@ fi
 
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
+REQUIREMENTS="${REQUIREMENTS:-requirements-dev.txt}"
 stamp="$VENV/.requirements.sha256"
-want="$(sha256sum requirements-dev.txt | cut -d' ' -f1)-$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)-$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
 if [[ ! -x "$VENV/bin/python" || ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     echo "bootstrap: building $VENV with $PYTHON"
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -r requirements-dev.txt
+    "$VENV/bin/pip" install -q -r "$REQUIREMENTS"
     echo "$want" > "$stamp"
 fi
 

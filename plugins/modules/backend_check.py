@@ -57,6 +57,13 @@ options:
     type: str
     choices: [critical, warning, never]
     default: never
+  inspect:
+    description:
+      - V(false) reports only RV(kernel_tunnels) (RV(findings) is then empty and RV(status) V(ok)). That
+        needs no netlink, so no pyroute2 on the host, which is how the backend role decides between
+        kernel and BPF decap before it installs pyroute2 (C(backend_packages)).
+    type: bool
+    default: true
 """
 
 EXAMPLES = r"""
@@ -146,6 +153,7 @@ def main():
             state_file=dict(type="path"),
             outer_families=dict(type="list", elements="int", choices=[4, 6]),
             fail_on=dict(type="str", choices=["critical", "warning", "never"], default="never"),
+            inspect=dict(type="bool", default=True),
         ),
         required_one_of=[("vips", "state_file")],
         supports_check_mode=True,
@@ -163,6 +171,9 @@ def main():
         vips = doctor.validate_vips(p["vips"] if p["vips"] is not None else state["vips"])
         families = (p["outer_families"] or (state["families"] if state else None)
                     or sorted({6 if ":" in vip else 4 for vip in vips}))
+        if not p["inspect"]:
+            module.exit_json(changed=False, status="ok", findings=[], state=state,
+                             kernel_tunnels=doctor.kernel_tunnel_support())
         ipr = netlink.open_iproute()
         try:
             links, addrs = doctor.inspect(ipr)

@@ -391,6 +391,15 @@ def _diff_text(view):
     return "".join(line + "\n" for line in lines)
 
 
+def _summary(params):
+    args = dict(params)
+    if isinstance(args["vips"], list):
+        args["vips"] = "(%d VIPs)" % len(args["vips"])
+    if args["content"] is not None:
+        args["content"] = "(%d characters of JSON)" % len(args["content"])
+    return args
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -415,12 +424,18 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    # ansible-core up to 2.20 adds every argument to the result as `invocation` unless the module
+    # gives its own, on failure too: echoing a list of thousands of reals back (and scanning it for
+    # secrets: there are none) costs more than applying it, so ours says how many VIPs were given.
+    # 2.21 returns a module's invocation only with INJECT_INVOCATION (default off), and then ours.
+    invocation = {"module_args": _summary(p)}
     if p["purge"] and p["address"] is not None:
-        module.fail_json(msg="purge: applies to the set form (vips, src or content), not to a single VIP", field="purge")
+        module.fail_json(invocation=invocation, field="purge",
+                         msg="purge: applies to the set form (vips, src or content), not to a single VIP")
     if p["keep_as"] and not (p["src"] or p["content"] is not None):
-        module.fail_json(msg="keep_as: needs src or content (the JSON to keep)", field="keep_as")
+        module.fail_json(invocation=invocation, msg="keep_as: needs src or content (the JSON to keep)", field="keep_as")
     if p["address"] is not None and p["state"] == "present" and p["reals"] is None:
-        module.fail_json(msg="reals: is required with state=present", field="reals")
+        module.fail_json(invocation=invocation, msg="reals: is required with state=present", field="reals")
     try:
         if p["ring_size"] is not None:
             vipspec.ring_size(p["ring_size"])
@@ -428,14 +443,14 @@ def main():
         result = vips.ensure(p["pin_root"], desired, remove=remove, purge=p["purge"] and p["state"] == "present",
                              ring_size=p["ring_size"], check_mode=module.check_mode, want_diff=module._diff)
     except EngineError as exc:
-        module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
+        module.fail_json(invocation=invocation, msg=exc.msg, field=exc.field, value=short(exc.value))
     except libbpf.BpfError as exc:
-        module.fail_json(msg=str(exc), errno=exc.errno)
+        module.fail_json(invocation=invocation, msg=str(exc), errno=exc.errno)
     if p["keep_as"]:
         try:
             differs = install.keep_file(p["keep_as"], document, check_mode=module.check_mode)
         except OSError as exc:
-            module.fail_json(msg="keep_as: %s: %s" % (p["keep_as"], exc), field="keep_as")
+            module.fail_json(invocation=invocation, msg="keep_as: %s: %s" % (p["keep_as"], exc), field="keep_as")
         # Check mode writes nothing: kept says what was written, keep_pending what would be.
         result["kept"] = differs and not module.check_mode
         result["keep_pending"] = differs and module.check_mode
@@ -448,14 +463,7 @@ def main():
         # Ansible would read back and drop.
         result["diff"] = {"before": _diff_text(diff["before"]), "after": _diff_text(diff["after"]),
                           "before_header": p["pin_root"], "after_header": p["pin_root"]}
-    # Echoing a list of thousands of reals back (and scanning it for secrets: there are none)
-    # costs more than applying it; the invocation shows how many VIPs were given instead.
-    args = dict(p)
-    if isinstance(args["vips"], list):
-        args["vips"] = "(%d VIPs)" % len(args["vips"])
-    if args["content"] is not None:
-        args["content"] = "(%d characters of JSON)" % len(args["content"])
-    module.exit_json(invocation={"module_args": args}, **result)
+    module.exit_json(invocation=invocation, **result)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,12 @@ PATHS = {"syn_new", "syn_repeat", "ring_bypass", "conn_hit", "udp", "ipv6", "ipv
 
 
 def test_both_loops_measure_every_path(bpf_objects):
+    # Run as under `make test-newest` (a make calling make): the inherited MAKEFLAGS=w makes every
+    # make the bench calls print "Entering directory" lines. stdout must still be the JSON alone,
+    # parsed whole, as `bench/dataplane_bench.py --json | jq` would.
+    env = dict(os.environ, MAKELEVEL="1", MAKEFLAGS="w")
     out = subprocess.run([sys.executable, BENCH, "--runs", "1", "--calls", "1000", "--loop", "c,python",
-                          "--json"], check=True, capture_output=True, text=True, timeout=300).stdout
+                          "--json"], check=True, capture_output=True, text=True, timeout=300, env=env).stdout
     loops = json.loads(out)["loops"]
     assert set(loops) == {"c", "python"}
     for label, result in loops.items():

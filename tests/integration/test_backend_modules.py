@@ -446,3 +446,43 @@ def test_check_mode_tells_a_kernel_without_the_module(tmp_path):
     assert tunnel.kernel_support("ip6tnl", **kwargs) is True
     (release / "modules.builtin").write_text("kernel/net/ipv4/ipip.ko\n")
     assert tunnel.kernel_support("ipip", **kwargs) is True
+
+
+DECAP_OBJECT = os.path.join(os.path.dirname(__file__), "..", "..", "files", "bpf", "decap.o")
+
+
+def _decap_without_bpffs(interface, pin_root):
+    """In a mount namespace of its own with nothing on /sys/fs/bpf (a fresh host, or a backend's sshd
+    namespace): decap.ensure in check mode, then for real, then again. Returns what each reported."""
+    import ctypes
+
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine import decap, program
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_private, mnt_detach = 0x00020000, 0x4000, 0x40000, 2
+    if libc.unshare(clone_newns) != 0 or libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0:
+        raise OSError(ctypes.get_errno(), "unshare/private mounts")
+    while program._mount_of(program.BPFFS)[1] == "bpf":  # stacked mounts: take every one off
+        if libc.umount2(program.BPFFS.encode(), mnt_detach) != 0:
+            raise OSError(ctypes.get_errno(), "umount " + program.BPFFS)
+    request = decap.normalize(interface, DECAP_OBJECT, addresses=["10.9.0.2"])
+    planned = decap.ensure(request, pin_root, check_mode=True)
+    unmounted_after_check = program._mount_of(pin_root)[1] != "bpf"
+    applied = decap.ensure(request, pin_root)
+    again = decap.ensure(request, pin_root)
+    return {"planned": planned["changes"], "unmounted_after_check": unmounted_after_check,
+            "applied": applied["changes"], "mounted": program._mount_of(pin_root),
+            "again": again["changed"], "after": again["after"]}
+
+
+def test_bpf_decap_mounts_bpffs_when_the_host_has_none(ns):
+    # A backend whose /sys/fs/bpf is not mounted failed with "No such file or directory:
+    # '/sys/fs/bpf/...'"; the balancer path mounted it. Both now go through program.check_pin_root.
+    ns.veth("eth0", "peer0")
+    found = ns.run(_decap_without_bpffs, "eth0", "/sys/fs/bpf/xkt-decap-%d/decap" % os.getpid())
+    assert found["planned"][0] == "mounted bpffs on /sys/fs/bpf", found
+    assert found["unmounted_after_check"], "check mode mounted bpffs"
+    assert found["applied"][0] == "mounted bpffs on /sys/fs/bpf", found
+    assert found["mounted"] == ("/sys/fs/bpf", "bpf")
+    assert not found["again"], found
+    assert found["after"]["programs"]["xdp"]["name"] and found["after"]["addresses"] == ["10.9.0.2"]

@@ -10,33 +10,19 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import yaml
 
-from host_snapshot import snapshot
+from lab_fleet import built_lab
 from lab_playbook import changed_total, playbook, REPO
 
-PREFIX = "xki-"  # unique among the tests: xkl- test_lab, xkb- test_backend_role, xkf- fleet, xkt- the lab
+PREFIX = "xki-"  # unique among the tests (lab_fleet.py lists the prefixes in use)
 STATE_ROOT = "/run/xdplb-badinput"
 PIN_ROOT = "/sys/fs/bpf/xdplb-badinput"
 INVENTORY = STATE_ROOT + "/inventory.yml"
-LAB_ARGS = ["-e", f"lab_prefix={PREFIX}", "-e", f"lab_state_root={STATE_ROOT}", "-e", f"lab_pin_root={PIN_ROOT}"]
-LAB = os.path.join(REPO, "tests", "integration", "playbooks", "lab_only.yml")
 SITE = os.path.join(REPO, "playbooks", "site.yml")
 VALIDATE_REQUEST = "The whole request, with the engine's own checks (on the controller, no host contacted)"
-HOSTS = [PREFIX + n for n in ("be1", "be2", "client", "lb1", "router")]
 LB, BACKENDS = PREFIX + "lb1", [PREFIX + "be1", PREFIX + "be2"]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)")
-
-
-def _good(inventory):
-    backends = inventory["all"]["children"]["backends"]["hosts"]
-    reals4 = [h["lab_ipv4"] for h in backends.values()]
-    reals6 = [h["lab_ipv6"] for h in backends.values()]
-    lb = inventory["all"]["children"]["balancers"]["hosts"][LB]
-    return {"balancer_vips": [{"address": "10.99.0.10", "port": 8080, "protocol": "tcp", "reals": reals4},
-                              {"address": "fd00:99::10", "port": 8080, "protocol": "tcp", "reals": reals6}],
-            "balancer_gateway_mac": lb["lab_gateway_mac"], "xdplb_check": False}
 
 
 def _bad_cases(good):
@@ -68,19 +54,6 @@ def _bad_cases(good):
     }
 
 
-def _files(root):
-    out = []
-    for base, _dirs, names in os.walk(root):
-        out += [os.path.join(base, n) for n in names]
-    return sorted(out)
-
-
-def fleet():
-    """Every lab namespace: its network, its pins and every file of its per-host directory."""
-    return {ns: snapshot(ns=ns, pin_roots=[f"{PIN_ROOT}/{ns}/balancer", f"{PIN_ROOT}/{ns}/decap"],
-                         files=_files(f"{STATE_ROOT}/{ns}")) for ns in HOSTS}
-
-
 def _site(tmp_path, name, values):
     extra = tmp_path / f"{name}.json"  # a 65,537-character value is too long for argv
     extra.write_text(json.dumps(values))
@@ -89,16 +62,12 @@ def _site(tmp_path, name, values):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    playbook(LAB, *LAB_ARGS)
-    try:
-        with open(INVENTORY) as handle:
-            good = _good(yaml.safe_load(handle))
+    with built_lab(PREFIX, STATE_ROOT, PIN_ROOT) as fleet:
+        good = dict(fleet.good_request(), xdplb_check=False)
         tmp = tmp_path_factory.mktemp("site")
         rc, data = _site(tmp, "good", good)
         assert rc == 0, data and [t for t in data["tasks"] if t["status"] == "failed"]
-        yield {"good": good, "tmp": tmp, "before": fleet()}
-    finally:
-        playbook(LAB, *LAB_ARGS, "-e", "lab_state=absent")
+        yield {"good": good, "tmp": tmp, "before": fleet.fleet(), "fleet": fleet}
 
 
 @pytest.fixture(scope="module")
@@ -181,4 +150,4 @@ def test_a_role_run_alone_names_its_own_variables(lab, role, values, hosts, text
 
 def test_nothing_changed_on_any_lab_host(lab, refused):
     # Depends on `refused` and runs after the interface test: every bad run is done.
-    assert fleet() == lab["before"]
+    assert lab["fleet"].fleet() == lab["before"]

@@ -14,10 +14,13 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from ansible.release import __version__ as _core_version
 from backend_netns import NetNS
 from balancer_env import BALANCER_O, PASS_O, BalancerNS, build_objects, dump, playbook
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi, balancer, hostnet, program
+
+ANSIBLE_CORE = tuple(int(part) for part in _core_version.split(".")[:2])
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: run as root")
 
@@ -246,9 +249,17 @@ def test_content_applies_a_state_document_and_keeps_it_only_once_in_service(lab)
         args = {"content": content, "keep_as": kept, "purge": True, "pin_root": pin}
         return dict({"name": name, "xdplb.katran.lb_vip": args}, **kw)
 
+    # ansible-core up to 2.20 adds the arguments to every result as `invocation`; 2.21 only when
+    # INJECT_INVOCATION is on (here through its variable). Either way a user who registers the
+    # result or runs -vvv must get the size of the request, not the request (51,200 reals).
+    inject = {"ansible_inject_invocation": True}
+    bad_list = {"vips": [dict(VIPS[0], port=70000)], "pin_root": pin}
     before = dump(pin)
     r = playbook(lab["lb"].name, [task("check", document, check_mode=True),
-                                  task("refused", bad, ignore_errors=True),
+                                  task("check, invocation asked for", document, check_mode=True, vars=inject),
+                                  task("refused", bad, ignore_errors=True, vars=inject),
+                                  {"name": "refused list", "xdplb.katran.lb_vip": bad_list, "ignore_errors": True,
+                                   "vars": inject},
                                   task("not json", "{", ignore_errors=True),
                                   task("restore would refuse it", bad_mode, ignore_errors=True)], tmp)
     assert dump(pin) == before and not os.path.exists(kept)
@@ -258,7 +269,15 @@ def test_content_applies_a_state_document_and_keeps_it_only_once_in_service(lab)
     assert r["not json"]["status"] == "failed" and r["not json"]["result"]["field"] == "content"
     refused = r["restore would refuse it"]
     assert refused["status"] == "failed" and refused["result"]["field"] == "content.mode", refused
-    assert "characters of JSON" in r["check"]["result"]["invocation"]["module_args"]["content"]
+    summary = "(%d characters of JSON)" % len(document)
+    assert check.get("invocation", {"module_args": {"content": summary}})["module_args"]["content"] == summary
+    assert ("invocation" in check) == (ANSIBLE_CORE < (2, 21)), "2.21 injects no invocation by default"
+    asked = r["check, invocation asked for"]["result"]["invocation"]["module_args"]
+    assert asked["content"] == summary and asked["keep_as"] == kept
+    assert r["refused"]["result"]["invocation"]["module_args"]["content"] == "(%d characters of JSON)" % len(bad)
+    refused_list = r["refused list"]
+    assert refused_list["status"] == "failed" and refused_list["result"]["field"] == "vips[0].port", refused_list
+    assert refused_list["result"]["invocation"]["module_args"]["vips"] == "(1 VIPs)"
     r = playbook(lab["lb"].name, [task("apply", document), task("again", document)], tmp)
     assert r["apply"]["result"]["kept"] and r["apply"]["result"]["changed"] and not r["apply"]["result"]["keep_pending"]
     assert not r["again"]["result"]["kept"] and not r["again"]["result"]["changed"]

@@ -12,7 +12,7 @@ import ipaddress
 import os
 import socket
 
-from . import decap_abi, libbpf, validate
+from . import decap_abi, libbpf, program, validate
 from .errors import EngineError, show
 
 HOOKS = ("xdp", "tc")
@@ -128,15 +128,15 @@ def ensure(request, pin_root, check_mode=False):
         if not check_mode:
             (libbpf.xdp_detach if wrong_hook == "xdp" else libbpf.tc_detach)(before["ifindex"])
 
+    # The balancer's own check: a fresh host (or a backend's own mount namespace) may have no bpffs
+    # mounted on /sys/fs/bpf yet, and nothing can be pinned under it until it is.
+    changes += program.check_pin_root(pin_root, check_mode)
     pins_exist = os.path.exists(os.path.join(pin_root, decap_abi.MAP_LOCALS))
     if check_mode and not pins_exist:
         changes.append(f"load {request['object']} and attach to {request['interface']} ({request['hook']})")
         changes += [f"add {a}" for a in request["addresses"]]
         return _result(changes, before, request, pin_root, check_mode)
 
-    if not os.path.isdir(pin_root):
-        os.makedirs(pin_root, mode=0o700)
-        os.chmod(pin_root, 0o700)  # makedirs' mode is cut by the umask; an existing one is left as it is
     obj = libbpf.BpfObject(request["object"], pin_root_path=pin_root)
     try:
         obj.load()
