@@ -21,10 +21,16 @@ def ansible_env(**extra):
     return env
 
 
-def playbook(path, *args, check=True):
-    """ansible-playbook PATH ARGS; returns (returncode, {"tasks": [...], "stats": {...}})."""
-    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), path] + list(args),
-                          capture_output=True, text=True, env=ansible_env(), cwd=REPO, timeout=600, check=False)
+def playbook(path, *args, check=True, netns=None, env=None):
+    """ansible-playbook PATH ARGS; returns (returncode, {"tasks": [...], "stats": {...}}).
+
+    `netns`: the controller itself runs in that network namespace (`nsenter --net`, which keeps the
+    host's mount namespace and bpffs); `env`: more environment variables."""
+    cmd = [os.path.join(BIN, "ansible-playbook"), str(path)] + list(args)
+    if netns is not None:
+        cmd = ["nsenter", "--net=/run/netns/%s" % netns] + cmd
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ansible_env(**(env or {})), cwd=REPO,
+                          timeout=600, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     data = json.loads(lines[-1]) if lines else None
     if check and (proc.returncode != 0 or data is None):

@@ -14,7 +14,8 @@ Relative imports and stdlib only, no Ansible imports.
 import json
 
 from . import decap, tunnel, validate
-from .errors import EngineError, StateFileError, show
+from .document import fail as _fail
+from .errors import EngineError, StateFileError, key_path
 
 KIND = "backend"
 VERSION = 1
@@ -33,20 +34,16 @@ HINTS = {"vips": " (list the VIPs on lo; \"vips\": [] is how to remove them all)
 MAX_BYTES = 16 * 1024 * 1024
 
 
-def _fail(field, value, problem):
-    raise StateFileError("%s: %s (got %s)" % (field, problem, show(value)), field=field, value=value)
-
-
 def _keys(doc, allowed, field, optional=(), nullable=()):
     """Exactly the keys of `allowed` (less `optional` ones), none null unless `nullable`."""
     if not isinstance(doc, dict):
         _fail(field or "document", doc, "expected an object")
     for key in doc:
         if key not in allowed:
-            _fail("%s%s" % (field + "." if field else "", key), doc[key],
+            _fail(key_path(field, key), doc[key],
                   "unknown key (expected %s)" % ", ".join(allowed))
     for key in allowed:
-        name = "%s%s" % (field + "." if field else "", key)
+        name = key_path(field, key)
         hint = HINTS.get(name, "")
         if key not in doc and key not in optional:
             raise StateFileError("%s: is required%s" % (name, hint), field=name)

@@ -11,7 +11,12 @@ import json
 import os
 import stat
 
-from .errors import StateFileError
+from .errors import StateFileError, show
+
+
+def fail(field, value, problem):
+    """A field of a state document is wrong: StateFileError naming it and quoting the value, cut."""
+    raise StateFileError("%s: %s (got %s)" % (field, problem, show(value)), field=field, value=value)
 
 
 def _refuse(where, field, value, problem):

@@ -32,6 +32,13 @@ def show(value, limit=SHOW_MAX):
     return "%s... (%d characters)" % (text[:limit], len(text))
 
 
+def key_path(prefix, key, limit=40):
+    """`prefix.key` for an unknown key of the user's: the key is part of the field path, so a
+    65,537-character key is cut there as a value would be."""
+    name = key if isinstance(key, str) and len(key) <= limit else show(key, limit)
+    return "%s.%s" % (prefix, name) if prefix else name
+
+
 def short(value, limit=SHOW_MAX):
     """`value` itself when small enough to echo back (a module's `value` return), else its shown form."""
     if isinstance(value, (bool, int, float, type(None))):

@@ -19,7 +19,8 @@ value cut with errors.show. Relative imports and stdlib only, no Ansible imports
 import os
 
 from . import balancer, document, program, validate, vipspec
-from .errors import EngineError, StateFileError, show
+from .document import fail as _fail
+from .errors import EngineError, StateFileError, key_path, show
 
 STATE_VERSION = 1
 STATE_KEYS = ("version", "object", "program", "interface", "mode", "pin_root", "config", "vips",
@@ -32,16 +33,8 @@ _CONFIG_TEXT = ("interface", "gateway_mac", "gateway", "source_mode", "source_v4
 MAX_BYTES = 64 << 20
 
 
-def _fail(field, value, problem):
-    raise StateFileError("%s: %s (got %s)" % (field, problem, show(value)), field=field, value=value)
-
-
 def _join(prefix, name):
     return "%s.%s" % (prefix, name) if prefix else name
-
-
-def _key_name(key):
-    return key if isinstance(key, str) and len(key) <= 40 else show(key, 40)
 
 
 def read_document(path, field="state_file"):
@@ -69,7 +62,7 @@ def _config(cfg, interface, prefix):
         _fail(path, cfg, "must be an object with %s" % ", ".join(CONFIG_KEYS))
     for key in cfg:
         if key not in CONFIG_KEYS:
-            _fail("%s.%s" % (path, _key_name(key)), cfg[key], "is not a known key (expected one of %s)"
+            _fail(key_path(path, key), cfg[key], "is not a known key (expected one of %s)"
                   % ", ".join(CONFIG_KEYS))
     for key in _CONFIG_TEXT:
         value = cfg.get(key)
@@ -102,7 +95,7 @@ def parse_settings(data, prefix="", restore=True):
         _fail(prefix or "state file", data, "must be a JSON object with %s" % ", ".join(STATE_KEYS))
     for key in data:
         if key not in STATE_KEYS:
-            _fail(_join(prefix, _key_name(key)), data[key], "is not a known key (expected one of %s)"
+            _fail(key_path(prefix, key), data[key], "is not a known key (expected one of %s)"
                   % ", ".join(STATE_KEYS))
     version = data.get("version", STATE_VERSION)
     if type(version) is not int or version != STATE_VERSION:  # pylint: disable=unidiomatic-typecheck  # true == 1

@@ -23,7 +23,7 @@ import socket
 
 from . import abi
 from . import maglev
-from .errors import EngineError, show
+from .errors import EngineError, key_path, show
 
 FLAGS = {
     "no_sport": abi.VIP_F_NO_SPORT,
@@ -130,7 +130,7 @@ def _flags(value, path):
 def _known_keys(value, path, allowed):
     for k in value:
         if k not in allowed:
-            fail(_join(path, str(k) if len(str(k)) <= 40 else show(k, 40)), value[k], "is not a known field (expected one of %s)" % ", ".join(allowed))
+            fail(key_path(path, k), value[k], "is not a known field (expected one of %s)" % ", ".join(allowed))
 
 
 _REAL_KEYS = frozenset(REAL_FIELDS)
