@@ -12,7 +12,7 @@ export ANSIBLE_FORCE_COLOR := 0
 SANITY_ROOT := .build/sanity/ansible_collections/xdplb/katran
 
 .PHONY: venv venv312 venv217 bpf demo demo-clean test sanity units units-newest units-oldest lint molecule \
-	molecule-fleet kernel test-newest clean
+	molecule-fleet molecule-ssh molecule-ssh-newest kernel test-newest clean
 
 venv:
 	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
@@ -78,13 +78,23 @@ molecule: bpf
 molecule-fleet: bpf
 	molecule test -s fleet
 
+# The fleet as fleets are reached: balancer and backends over SSH with become, /usr/bin/python3,
+# the roles' packages installed from a local apt repository (lab_ssh; the first run builds the
+# hosts' Debian image with debootstrap, about a minute, kept in /var/cache/xdplb-lab).
+molecule-ssh: bpf
+	molecule test -s ssh
+
+# The same scenario with the newest ansible-core (2.21 on Python 3.12).
+molecule-ssh-newest: venv312 bpf
+	@$(MAKE) --no-print-directory VENV=.venv312 PYTHON=$(PY312) molecule-ssh
+
 kernel: bpf
 	XDPLB_KERNEL_TIER=1 python -m pytest -q tests/kernel
 
-test: venv bpf sanity units units-newest units-oldest lint molecule molecule-fleet kernel
+test: venv bpf sanity units units-newest units-oldest lint molecule molecule-fleet molecule-ssh molecule-ssh-newest kernel
 
 # A second pass with the newest ansible-core this machine's Pythons allow (2.21 on 3.12).
-test-newest: units-newest
+test-newest: units-newest molecule-ssh-newest
 	@$(MAKE) --no-print-directory VENV=.venv312 PYTHON=$(PY312) molecule
 
 clean:

@@ -9,8 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# debootstrap, dpkg-dev and openssh-client: the SSH lab hosts (roles/lab/files/ssh_host.sh).
 APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 ethtool tcpdump netcat-openbsd
-              socat make util-linux rsync shellcheck)
+              socat make util-linux rsync shellcheck debootstrap dpkg-dev openssh-client)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -13,13 +13,20 @@ def _tasks(tasks):
         yield from _tasks(task.get("block", []) + task.get("rescue", []) + task.get("always", []))
 
 
-def test_inventory_names_match_the_add_host_task():
-    with open(os.path.join(ROLE, "tasks", "main.yml")) as handle:
-        tasks = list(_tasks(yaml.safe_load(handle)))
-    add_host = [t for t in tasks if t.get("name") == "Add the lab hosts to the inventory of this run"]
-    assert len(add_host) == 1
-    set_there = {k for k in add_host[0]["ansible.builtin.add_host"] if k not in ("name", "groups")
-                 and not k.startswith("ansible_")}
+def _add_host_keys(path, names):
+    with open(os.path.join(ROLE, "tasks", path)) as handle:
+        tasks = [t for t in _tasks(yaml.safe_load(handle)) if t.get("name") in names]
+    assert len(tasks) == len(names)
+    return [k for t in tasks for k in t["ansible.builtin.add_host"] if k not in ("name", "groups")]
+
+
+def test_inventory_names_match_the_add_host_tasks():
+    set_there = _add_host_keys("main.yml", ["Add the lab hosts to the inventory of this run",
+                                            "Reach them through the netns connection, every persistent path of the roles per host"])
+    over_ssh = _add_host_keys("ssh.yml", ["Reach them over SSH as deploy with sudo, with the roles' own default paths and packages"])
     with open(os.path.join(ROLE, "vars", "main.yml")) as handle:
-        kept = yaml.safe_load(handle)["lab_host_var_names"]
-    assert set_there == set(kept) and len(kept) == len(set(kept))
+        names = yaml.safe_load(handle)
+    kept, kept_ssh = names["lab_host_var_names"], names["lab_ssh_host_var_names"]
+    assert {k for k in set_there if not k.startswith("ansible_")} == set(kept) and len(kept) == len(set(kept))
+    # An SSH host keeps its connection variables: the inventory's defaults are the netns connection's.
+    assert {k for k in over_ssh if k not in kept} == set(kept_ssh) and len(kept_ssh) == len(set(kept_ssh))
