@@ -37,13 +37,14 @@ RESPONDERS = [{"hosts": "backends", "gather_facts": False, "tasks": [{
         "lifetime": 900}}]}]
 
 
-def playbook(tmp, kind, play, *args):
+def playbook(tmp, kind, play, *args, **env_extra):
     """ansible-playbook PLAY with the service's and the lab's variables; returns its wall time."""
     labvars = os.path.join(tmp, kind + ".json")
     with open(labvars, "w") as handle:
         json.dump(LABS[kind], handle)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".build", "collections"), LANG="C.UTF-8", LC_ALL="C.UTF-8")
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".build", "collections"), LANG="C.UTF-8", LC_ALL="C.UTF-8",
+               **env_extra)
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), play,
            "-e", "@" + SERVICE, "-e", "@" + labvars] + list(args)
     start = time.monotonic()
@@ -61,13 +62,15 @@ def one_repeat(tmp, kind):
         with open(path, "w") as handle:
             json.dump(play, handle)
     site = os.path.join(REPO, "playbooks", "site.yml")
-    playbook(tmp, kind, lab, "-i", "localhost,")
+    # Not an extra var: it would outrank, and end up in, the SSH hosts' own interpreter in the inventory.
+    local = {"ANSIBLE_PYTHON_INTERPRETER": sys.executable}
+    playbook(tmp, kind, lab, "-i", "localhost,", **local)
     try:
         playbook(tmp, kind, responders, "-i", inventory)
         return {"from_empty": playbook(tmp, kind, site, "-i", inventory),
                 "no_change": playbook(tmp, kind, site, "-i", inventory)}
     finally:
-        playbook(tmp, kind, lab, "-i", "localhost,", "-e", "lab_state=absent")
+        playbook(tmp, kind, lab, "-i", "localhost,", "-e", "lab_state=absent", **local)
 
 
 def main():
