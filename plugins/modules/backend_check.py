@@ -135,7 +135,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 import os
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import backend_restore, doctor, netlink
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import netlink
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import backend_restore, doctor
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 

@@ -93,7 +93,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import backend_state, install
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import install
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import backend_state
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 

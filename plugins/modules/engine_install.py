@@ -188,9 +188,14 @@ def _shipped():
     """Never called. AnsiballZ ships the module_utils a module imports, so these imports are what
     puts the whole engine into this module's payload; tests check the list against the directory."""
     from ansible_collections.xdplb.katran.plugins.module_utils.engine import (  # noqa: F401
-        __main__, abi, addresses, backend_restore, backend_state, balancer, bpfmap, btf, cli, decap, decap_abi, doctor, document,
-        errors, hostnet, lab, labflows, labtraffic, libbpf, maglev, maglev_kernel, netconf, netlink, probe, program,
-        routes, statefile, tunnel, validate, vips, vipspec)
+        __main__, cli, document, errors, hostnet, install, netlink, validate)
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import (  # noqa: F401
+        addresses, backend_restore, backend_state, decap, doctor, netconf, probe, routes, tunnel)
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import (  # noqa: F401
+        balancer, maglev, maglev_kernel, statefile, vips, vipspec)
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import (  # noqa: F401
+        abi, bpfmap, btf, decap_abi, libbpf, program)
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab, labflows, labtraffic  # noqa: F401
 
 
 def _object(params):

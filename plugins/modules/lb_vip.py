@@ -298,7 +298,9 @@ keep_pending:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import install, libbpf, statefile, vips, vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import install
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import statefile, vips, vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import libbpf
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 

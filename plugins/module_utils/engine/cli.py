@@ -18,9 +18,12 @@ import json
 import os
 import sys
 
-from . import backend_restore, balancer, install, libbpf, netlink, program, statefile, vips
+from . import install, netlink
+from .backend import backend_restore
+from .balancer import balancer, statefile, vips
+from .bpf import libbpf, program
 from .errors import EngineError, StateFileError
-from .statefile import STATE_VERSION, parse_state
+from .balancer.statefile import STATE_VERSION, parse_state
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
 

@@ -6,6 +6,7 @@ when their bytes differ, atomically (temporary file, then rename), root-only. Th
 install the systemd unit that runs the engine at boot and a file sent from the controller (the
 balancer role's BPF object); keep_file() puts a state file in place once it has been applied.
 """
+import importlib
 import os
 import pkgutil
 import socket
@@ -19,16 +20,34 @@ PACKAGE = __name__.rpartition(".")[0]
 
 
 def sources():
-    """{file name: bytes} for every module of the engine package that this process can see."""
-    package = sys.modules[PACKAGE]
-    names = ["__init__"] + sorted(info.name for info in pkgutil.iter_modules(package.__path__))
+    """{path below the package, such as ``bpf/libbpf.py``: bytes} for every module of the engine
+    package and of its subpackages that this process can see."""
     files = {}
-    for name in names:
-        data = pkgutil.get_data(PACKAGE, name + ".py")
-        if data is None:
-            raise EngineError(f"engine file {name}.py cannot be read", field="engine", value=name)
-        files[name + ".py"] = data
+    _collect(PACKAGE, "", files)
     return files
+
+
+def _collect(package_name, prefix, files):
+    package = importlib.import_module(package_name)
+    infos = sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name)
+    for name in ["__init__"] + [info.name for info in infos if not info.ispkg]:
+        data = pkgutil.get_data(package_name, name + ".py")
+        if data is None:
+            raise EngineError(f"engine file {prefix}{name}.py cannot be read", field="engine", value=prefix + name)
+        files[prefix + name + ".py"] = data
+    for info in infos:
+        if info.ispkg:
+            _collect(package_name + "." + info.name, prefix + info.name + "/", files)
+
+
+def _present(dest):
+    """The ``.py`` files under ``dest`` (paths relative to it), bytecode caches left out."""
+    found = []
+    for top, dirs, names in os.walk(dest):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        rel = os.path.relpath(top, dest)
+        found += [n if rel == "." else rel + "/" + n for n in names if n.endswith(".py")]
+    return found
 
 
 def _read(path):
@@ -44,7 +63,7 @@ def plan(dest, files):
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise EngineError(f"dest: {dest} exists and is not a directory", field="dest", value=dest)
     write = sorted(name for name, data in files.items() if _read(os.path.join(dest, name)) != data)
-    present = os.listdir(dest) if os.path.isdir(dest) else []
+    present = _present(dest) if os.path.isdir(dest) else []
     remove = sorted(n for n in present if n.endswith(".py") and n not in files)
     return write, remove
 
@@ -146,14 +165,19 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
             # makedirs' mode is cut by the umask; this directory is the one just created.
             os.chmod(path, 0o700)
     for name in write:
-        atomic_write(os.path.join(dest, name), files[name], 0o600)
+        path = os.path.join(dest, name)
+        if not os.path.isdir(os.path.dirname(path)):
+            os.makedirs(os.path.dirname(path), mode=0o700)
+            os.chmod(os.path.dirname(path), 0o700)
+        atomic_write(path, files[name], 0o600)
     for name in remove:
         os.unlink(os.path.join(dest, name))
-    cache = os.path.join(dest, "__pycache__")
-    if write and os.path.isdir(cache):
+    if write:
         # Stale bytecode would be ignored anyway (mtime check), but a renamed module's would linger.
-        for name in os.listdir(cache):
-            os.unlink(os.path.join(cache, name))
+        for top, _dirs, names in os.walk(dest):
+            if os.path.basename(top) == "__pycache__":
+                for name in names:
+                    os.unlink(os.path.join(top, name))
     if unit_changed:
         os.makedirs(os.path.dirname(os.path.abspath(unit["path"])), mode=0o755, exist_ok=True)
         atomic_write(os.path.abspath(unit["path"]), unit_data, 0o644)

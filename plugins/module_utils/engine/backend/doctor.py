@@ -16,7 +16,8 @@ a local address, and the reply leaves by the normal route, straight to the clien
 import ipaddress
 import os
 
-from . import netconf, netlink, validate
+from . import netconf
+from .. import netlink, validate
 
 PROC_NET = "/proc/sys/net"
 CRITICAL, WARNING, INFO, OK = "critical", "warning", "info", "ok"
@@ -216,7 +217,7 @@ def validate_vips(vips):
 
 def bpf_decap_devices(links):
     """Devices whose XDP or tc-ingress program is our decap; [] when libbpf is not there."""
-    from . import libbpf  # optional: a backend on the kernel tunnel needs no libbpf
+    from ..bpf import libbpf  # optional: a backend on the kernel tunnel needs no libbpf
     found = []
     for link in _physical(links):
         try:

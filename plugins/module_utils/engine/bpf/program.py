@@ -19,8 +19,9 @@ import errno
 import os
 import socket
 
-from . import abi, libbpf, validate
-from .errors import EngineError, show
+from . import abi, libbpf
+from .. import validate
+from ..errors import EngineError, show
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/xdplb"
 PREVIOUS_PIN = "xdp_previous"

@@ -12,8 +12,9 @@ import ipaddress
 import os
 import socket
 
-from . import decap_abi, libbpf, program, validate
-from .errors import EngineError, show
+from .. import validate
+from ..bpf import decap_abi, libbpf, program
+from ..errors import EngineError, show
 
 HOOKS = ("xdp", "tc")
 XDP_MODES = ("native", "generic", "auto")
@@ -87,7 +88,7 @@ def normalize(interface, object_path, hook="xdp", xdp_mode="auto", addresses=Non
 
 def interface_addresses(interface):
     """Global addresses of the interface: where balancers send tunnels by default."""
-    from . import netlink
+    from .. import netlink
     ipr = netlink.open_iproute()
     try:
         link = netlink.link(ipr, interface)
