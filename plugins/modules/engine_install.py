@@ -192,7 +192,7 @@ def _shipped():
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import (  # noqa: F401
         addresses, backend_restore, backend_state, decap, doctor, netconf, probe, routes, tunnel)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import (  # noqa: F401
-        balancer, maglev, maglev_kernel, statefile, vips, vipspec)
+        balancer, maglev, maglev_kernel, statefile, viprequest, vips, vipspec)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import (  # noqa: F401
         abi, bpfmap, btf, decap_abi, libbpf, program)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab, labflows, labtraffic  # noqa: F401

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import install
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import document, install
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 from lab_playbook import REPO, adhoc, playbook, task_results
 
@@ -185,13 +185,13 @@ def test_unit_runs_the_engine_with_the_hosts_interpreter_or_the_one_given(dest, 
 
 def test_keep_file_writes_0600_atomically_only_when_bytes_or_mode_differ(tmp_path):
     dest = str(tmp_path / "balancer.json")
-    assert install.keep_file(dest, b"{}", check_mode=True) and not os.path.exists(dest)
-    assert install.keep_file(dest, b"{}")
+    assert document.keep_file(dest, b"{}", check_mode=True) and not os.path.exists(dest)
+    assert document.keep_file(dest, b"{}")
     assert stat.S_IMODE(os.stat(dest).st_mode) == 0o600
-    assert not install.keep_file(dest, b"{}")
+    assert not document.keep_file(dest, b"{}")
     os.chmod(dest, 0o644)
-    assert install.keep_file(dest, b"{}") and stat.S_IMODE(os.stat(dest).st_mode) == 0o600
-    assert install.keep_file(dest, b'{"vips": []}')
+    assert document.keep_file(dest, b"{}") and stat.S_IMODE(os.stat(dest).st_mode) == 0o600
+    assert document.keep_file(dest, b'{"vips": []}')
     with open(dest, "rb") as handle:
         assert handle.read() == b'{"vips": []}'
     assert os.listdir(tmp_path) == ["balancer.json"]

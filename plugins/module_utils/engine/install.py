@@ -4,16 +4,16 @@ The files are read through the import system rather than from disk, because insi
 live in the AnsiballZ payload (a zip); the same code works from a checkout. Files are written only
 when their bytes differ, atomically (temporary file, then rename), root-only. The same task can
 install the systemd unit that runs the engine at boot and a file sent from the controller (the
-balancer role's BPF object); keep_file() puts a state file in place once it has been applied.
+balancer role's BPF object).
 """
 import importlib
 import os
 import pkgutil
 import socket
 import sys
-import tempfile
 
 from . import hostnet
+from .document import atomic_write, differs
 from .errors import EngineError
 
 PACKAGE = __name__.rpartition(".")[0]
@@ -83,44 +83,6 @@ def _check_dest(dest):
                           f"so give it mode 0700 (or 0755) or choose another dest", field="dest", value=dest)
 
 
-def atomic_write(path, data, mode, sync=False):
-    """Atomic write: a temporary file in the same directory, then rename (``sync``: fsync first).
-    The engine's one file writer (engine files, boot unit, object, state files)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _differs(path, data, mode):
-    """Whether ``path`` is missing or differs from ``data`` in bytes or permission bits."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read() != data or os.fstat(handle.fileno()).st_mode & 0o7777 != mode
-    except FileNotFoundError:
-        return True
-
-
-def keep_file(dest, data, check_mode=False, mode=0o600):
-    """Make ``dest`` hold ``data`` (bytes; atomic, fsync'ed, ``mode``) unless it already does;
-    returns whether it changed (would change, in check mode). The balancer role applies its VIPs
-    from the state document and only then keeps it as the file the boot unit restores."""
-    if not _differs(dest, data, mode):
-        return False
-    if not check_mode:
-        atomic_write(os.path.abspath(dest), data, mode, sync=True)
-    return True
-
-
 def _check_file_dest(path, field):
     """A file can go to ``path``: it is not a directory, and its parent is a directory or missing."""
     if os.path.isdir(path):
@@ -152,8 +114,8 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
         _check_file_dest(unit["path"], "unit.path")
     if obj:
         _check_file_dest(obj["dest"], "object.dest")
-    unit_changed = bool(unit) and _differs(unit["path"], unit_data, 0o644)
-    obj_changed = bool(obj) and _differs(obj["dest"], obj["data"], 0o600)
+    unit_changed = bool(unit) and differs(unit["path"], unit_data, 0o644)
+    obj_changed = bool(obj) and differs(obj["dest"], obj["data"], 0o600)
     changed = bool(write or remove or dirs or unit_changed or obj_changed or not os.path.isdir(dest))
     result = dict(changed=changed, written=write, removed=remove, directories=dirs,
                   unit=unit_changed, object=obj_changed)
