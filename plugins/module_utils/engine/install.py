@@ -6,6 +6,8 @@ when their bytes differ, atomically (temporary file, then rename), root-only. Th
 install the systemd unit that runs the engine at boot and a file sent from the controller (the
 balancer role's BPF object).
 """
+import base64
+import binascii
 import importlib
 import os
 import pkgutil
@@ -14,7 +16,7 @@ import sys
 
 from . import hostnet
 from .document import atomic_write, differs
-from .errors import EngineError
+from .errors import EngineError, show
 
 PACKAGE = __name__.rpartition(".")[0]
 
@@ -147,6 +149,34 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
         os.makedirs(os.path.dirname(os.path.abspath(obj["dest"])), mode=0o700, exist_ok=True)
         atomic_write(os.path.abspath(obj["dest"]), obj["data"], 0o600)
     return result
+
+
+def object_request(obj):
+    """{dest, data} of engine_install's ``object`` ({src, content_base64, dest} or None), its bytes decoded."""
+    if obj is None:
+        return None
+    if obj["content_base64"] is None:
+        # The action plugin did not read src (the module run without it, or object given as a string).
+        raise EngineError("object.src: %s was not read on the controller (the xdplb.katran.engine_install action "
+                          "plugin reads it when object is a mapping); give object.content_base64 instead" % obj["src"],
+                          field="object.src", value=obj["src"])
+    try:
+        data = base64.b64decode(obj["content_base64"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EngineError("object.content_base64: not valid base64 (%s)" % exc, field="object.content_base64")
+    return {"dest": obj["dest"], "data": data}
+
+
+def unit_request(unit):
+    """engine_install's ``unit`` ({path, content, python} or None) with @PYTHON@ replaced by unit.python
+    or this process's interpreter (in a module: the one Ansible uses on the host)."""
+    if unit is None:
+        return None
+    python = unit["python"] or sys.executable
+    if not os.path.isabs(python) or any(c.isspace() or c in "%$\\" for c in python):
+        raise EngineError("unit.python: %s must be an absolute path without spaces, '%%', '$' or '\\' "
+                          "(it goes into the unit's ExecStart)" % show(python), field="unit.python", value=python)
+    return {"path": unit["path"], "content": unit["content"].replace("@PYTHON@", python)}
 
 
 def host_facts():
