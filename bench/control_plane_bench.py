@@ -34,8 +34,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, ".build", "collections"))
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import (  # noqa: E402
-    balancer, libbpf, maglev, maglev_kernel, vips, vipspec)
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import (  # noqa: E402
+    balancer, maglev, maglev_kernel, vips, vipspec)
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import libbpf  # noqa: E402
 
 OBJECT = os.path.join(REPO, "files", "bpf", "balancer.o")
 

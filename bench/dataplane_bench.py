@@ -33,7 +33,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "plugins", "module_utils"))
 
-from engine import abi, libbpf  # noqa: E402  (the engine package, as the host CLI imports it)
+from engine.bpf import abi, libbpf  # noqa: E402  (the engine package, as the host CLI imports it)
 
 from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Maglev ring quality and build time: balance, disruption, weight accuracy (docs/maglev.md).
 
-Build times are given for both population loops, interleaved: the kernel's (engine/maglev_kernel.py,
+Build times are given for both population loops, interleaved: the kernel's (engine/balancer/maglev_kernel.py,
 needs root) and the Python one; they build the same rings.
 
 Usage: python3 bench/maglev_quality.py [--size 65537] [--reals 100] [--repeat 5]
@@ -19,8 +19,8 @@ from collections import Counter
 # The engine is a self-contained package (relative imports only), importable without Ansible.
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "plugins", "module_utils"))
-from engine import maglev, maglev_kernel  # noqa: E402
-from engine.maglev import build_ring  # noqa: E402
+from engine.balancer import maglev, maglev_kernel  # noqa: E402
+from engine.balancer.maglev import build_ring  # noqa: E402
 
 
 def keys(n):

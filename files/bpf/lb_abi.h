@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-2-Clause OR GPL-2.0 */
 /*
  * The map ABI shared by the BPF programs and the engine
- * (plugins/module_utils/engine/abi.py mirrors it; tests/unit/test_abi_btf.py
+ * (plugins/module_utils/engine/bpf/abi.py mirrors it; tests/unit/test_abi_btf.py
  * checks the mirror against the BTF of the built objects, so change both).
  *
  * Conventions, chosen so that the control plane never has to guess:

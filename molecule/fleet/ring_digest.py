@@ -8,7 +8,7 @@ import hashlib
 import json
 import sys
 
-from xdplb_engine import balancer
+from xdplb_engine.balancer import balancer
 
 
 def main(pin_root):

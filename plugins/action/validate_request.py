@@ -19,8 +19,10 @@ from ansible.errors import AnsibleError
 from ansible.module_utils.common.collections import is_sequence
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import (
-    addresses, balancer, netconf, program, validate, vipspec)
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import validate
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import addresses, netconf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer, vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import program
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import (
     SHOW_MAX, EngineError, short, show)
 
@@ -36,7 +38,7 @@ MAX_MESSAGE = 300
 _CONFIG = {"balancer_gateway_mac": "gateway_mac", "balancer_source_mode": "source_mode",
            "balancer_source_v4": "source_v4", "balancer_source_v6": "source_v6",
            "balancer_max_packet_size": "max_packet_size"}
-# route_advmss's range (engine/routes.py): 0 leaves the routes alone.
+# route_advmss's range (engine/backend/routes.py): 0 leaves the routes alone.
 ADVMSS = (536, 65495)
 
 

@@ -133,17 +133,8 @@ findings:
 
 from ansible.module_utils.basic import AnsibleModule
 
-import os
-
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import backend_restore, doctor, netlink
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import doctor
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
-
-
-def _state(path):
-    """The validated document at `path`, None when there is no such file (never deployed)."""
-    if path is None or not os.path.lexists(path):
-        return None
-    return backend_restore.load_state(path)
 
 
 def main():
@@ -159,42 +150,16 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    state = None
     try:
-        state = _state(p["state_file"])
-        if p["vips"] is None and state is None:
-            finding = {"check": "deployed", "severity": "critical", "vip": None, "device": None,
-                       "message": "no state file at %s and no vips given: the backend role never ran here" % p["state_file"],
-                       "fix": "run xdplb.katran.site (or the backend role) for this host"}
-            module.exit_json(changed=False, status="critical", findings=[finding], state=None,
-                             kernel_tunnels=doctor.kernel_tunnel_support())
-        vips = doctor.validate_vips(p["vips"] if p["vips"] is not None else state["vips"])
-        families = (p["outer_families"] or (state["families"] if state else None)
-                    or sorted({6 if ":" in vip else 4 for vip in vips}))
-        if not p["inspect"]:
-            module.exit_json(changed=False, status="ok", findings=[], state=state,
-                             kernel_tunnels=doctor.kernel_tunnel_support())
-        ipr = netlink.open_iproute()
-        try:
-            links, addrs = doctor.inspect(ipr)
-            advmss = doctor.default_route_advmss(ipr)
-        finally:
-            ipr.close()
-        try:
-            bpf_devices = doctor.bpf_decap_devices(links)
-        except Exception:  # no libbpf on this host: then no BPF decap can be attached either
-            bpf_devices = []
-        findings = doctor.check_backend(vips, links, addrs, bpf_devices, families, advmss)
+        report = doctor.check(p["vips"], p["state_file"], p["outer_families"], p["inspect"])
     except EngineError as exc:
         module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
-    status = doctor.summarize(findings)
-    limit = module.params["fail_on"]
-    if limit != "never" and (status == "critical" or (limit == "warning" and status == "warning")):
-        problems = [f["message"] + " -> fix: " + f["fix"] for f in findings if f["severity"] in ("critical", "warning")]
-        module.fail_json(msg="backend check found problems: " + "; ".join(problems), status=status, findings=findings,
-                         state=state, kernel_tunnels=doctor.kernel_tunnel_support())
-    module.exit_json(changed=False, status=status, findings=findings, state=state,
-                     kernel_tunnels=doctor.kernel_tunnel_support())
+    deployed = report.pop("deployed")
+    limit = p["fail_on"]
+    if deployed and limit != "never" and (report["status"] == "critical" or (limit == "warning" and report["status"] == "warning")):
+        problems = [f["message"] + " -> fix: " + f["fix"] for f in report["findings"] if f["severity"] in ("critical", "warning")]
+        module.fail_json(msg="backend check found problems: " + "; ".join(problems), **report)
+    module.exit_json(changed=False, **report)
 
 
 if __name__ == "__main__":

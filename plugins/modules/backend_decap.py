@@ -94,7 +94,7 @@ stats:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import decap
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import decap
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 

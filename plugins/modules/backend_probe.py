@@ -85,7 +85,8 @@ sport:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import probe, validate
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import validate
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import probe
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 

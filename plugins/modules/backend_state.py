@@ -93,7 +93,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import backend_state, install
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import document
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import backend_state
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
@@ -136,7 +137,7 @@ def main():
         parent = os.path.dirname(os.path.abspath(path))
         if not module.check_mode and not os.path.isdir(parent):
             os.makedirs(parent, mode=0o700)
-        written = install.keep_file(path, text.encode("utf-8"), module.check_mode, mode=0o600)
+        written = document.keep_file(path, text.encode("utf-8"), module.check_mode, mode=0o600)
     except EngineError as exc:
         msg, field = renamed(exc, names)
         module.fail_json(msg=msg, field=field, value=short(exc.value))

@@ -109,7 +109,7 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import bpfmap, libbpf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import bpfmap, libbpf
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 

@@ -173,52 +173,24 @@ host:
   sample: {systemd: true, default_interface: eth0, python: /usr/bin/python3, interfaces: [eth0, lo]}
 """
 
-import base64
-import binascii
-import os
-import sys
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import install
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short, show
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 
 def _shipped():
     """Never called. AnsiballZ ships the module_utils a module imports, so these imports are what
     puts the whole engine into this module's payload; tests check the list against the directory."""
     from ansible_collections.xdplb.katran.plugins.module_utils.engine import (  # noqa: F401
-        __main__, abi, addresses, backend_restore, backend_state, balancer, bpfmap, btf, cli, decap, decap_abi, doctor, document,
-        errors, hostnet, lab, labflows, labtraffic, libbpf, maglev, maglev_kernel, netconf, netlink, probe, program,
-        routes, statefile, tunnel, validate, vips, vipspec)
-
-
-def _object(params):
-    """{dest, data} of O(object) with its bytes decoded, or None."""
-    obj = params["object"]
-    if obj is None:
-        return None
-    if obj["content_base64"] is None:
-        # The action plugin did not read src (the module run without it, or object given as a string).
-        raise EngineError("object.src: %s was not read on the controller (the xdplb.katran.engine_install action "
-                          "plugin reads it when object is a mapping); give object.content_base64 instead" % obj["src"],
-                          field="object.src", value=obj["src"])
-    try:
-        data = base64.b64decode(obj["content_base64"], validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise EngineError("object.content_base64: not valid base64 (%s)" % exc, field="object.content_base64")
-    return {"dest": obj["dest"], "data": data}
-
-
-def _unit(unit):
-    """The unit with @PYTHON@ replaced by unit.python or this module's interpreter."""
-    if unit is None:
-        return None
-    python = unit["python"] or sys.executable
-    if not os.path.isabs(python) or any(c.isspace() or c in "%$\\" for c in python):
-        raise EngineError("unit.python: %s must be an absolute path without spaces, '%%', '$' or '\\' "
-                          "(it goes into the unit's ExecStart)" % show(python), field="unit.python", value=python)
-    return {"path": unit["path"], "content": unit["content"].replace("@PYTHON@", python)}
+        __main__, cli, document, errors, hostnet, install, netlink, validate)
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import (  # noqa: F401
+        addresses, backend_restore, backend_state, decap, doctor, netconf, probe, routes, tunnel)
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import (  # noqa: F401
+        balancer, maglev, maglev_kernel, statefile, viprequest, vips, vipspec)
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import (  # noqa: F401
+        abi, bpfmap, btf, decap_abi, libbpf, program)
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab, labflows, labtraffic  # noqa: F401
 
 
 def main():
@@ -237,8 +209,8 @@ def main():
                            supports_check_mode=True)
     p = module.params
     try:
-        obj = _object(p)
-        unit = _unit(p["unit"])
+        obj = install.object_request(p["object"])
+        unit = install.unit_request(p["unit"])
         result = install.ensure(p["dest"], module.check_mode, directories=p["directories"], unit=unit, obj=obj)
     except EngineError as exc:
         module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))

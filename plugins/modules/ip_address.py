@@ -127,7 +127,7 @@ removed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import addresses
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import addresses
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 

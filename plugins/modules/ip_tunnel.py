@@ -171,7 +171,7 @@ fallback:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import tunnel
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import tunnel
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 

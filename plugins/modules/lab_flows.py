@@ -212,7 +212,7 @@ flows:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import labflows
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import labflows
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 _EMPTY = {"started": 0, "open": 0, "closed": 0, "reset": 0, "errors": 0, "stalled": 0, "moved": 0, "sent": 0,

@@ -85,7 +85,8 @@ answers:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import labtraffic, validate
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import validate
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import labtraffic
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 

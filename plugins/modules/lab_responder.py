@@ -67,7 +67,7 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import labtraffic
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import labtraffic
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 

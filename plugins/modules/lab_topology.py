@@ -129,7 +129,7 @@ lab:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import lab as lab_engine
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab as lab_engine
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 

@@ -115,7 +115,8 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import balancer, libbpf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import libbpf
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 

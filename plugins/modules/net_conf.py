@@ -148,7 +148,7 @@ sysctl_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import netconf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import netconf
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 

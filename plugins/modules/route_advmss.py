@@ -50,7 +50,7 @@ routes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import routes
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import routes
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 

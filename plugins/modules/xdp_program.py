@@ -181,7 +181,8 @@ ifindex:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import balancer, libbpf, program
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import libbpf, program
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from lbtest import BPF_DIR, Balancer  # tests/dataplane is on sys.path (rootdir conftest)
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import libbpf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import libbpf
 
 
 def pytest_collection_modifyitems(config, items):

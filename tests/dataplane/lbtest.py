@@ -16,7 +16,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi, libbpf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi, libbpf
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BPF_DIR = os.path.join(REPO, "files", "bpf")

@@ -10,7 +10,7 @@ from scapy.layers.l2 import Ether
 
 from lbtest import CLIENT_MAC, IF_MAC, XDP_TX, ring_of
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi
 
 VIP4, VIP6 = "192.0.2.10", "2001:db8::10"
 FAMILIES = {

@@ -8,7 +8,7 @@ from scapy.packet import Raw
 
 from lbtest import CLIENT_MAC, IF_MAC, XDP_DROP, XDP_PASS, XDP_TX
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi, libbpf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi, libbpf
 
 VIP = "192.0.2.10"
 E = Ether(src=CLIENT_MAC, dst=IF_MAC)

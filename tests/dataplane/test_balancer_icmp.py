@@ -10,7 +10,7 @@ from scapy.packet import Raw
 from lbtest import (CLIENT_MAC, IF_MAC, LB_V4, LB_V6, XDP_PASS, XDP_TX, encap, hexdiff, l3, per_flow_src,
                     real_for, ring_of)
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi
 
 VIP4, VIP6 = "192.0.2.10", "2001:db8::10"
 CLIENT4, CLIENT6 = "198.51.100.7", "2001:db8:c::7"

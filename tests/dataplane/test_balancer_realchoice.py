@@ -8,7 +8,7 @@ from scapy.layers.l2 import Ether
 
 from lbtest import CLIENT_MAC, IF_MAC, LB_V4, XDP_DROP, XDP_TX, encap, hexdiff, l3, real_for, ring_of
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi
 
 VIP, VIP6 = "192.0.2.10", "2001:db8::10"
 REALS = {i: "10.0.0.%d" % i for i in range(1, 8)}

@@ -12,7 +12,7 @@ from scapy.layers.l2 import Ether
 
 from lbtest import CLIENT_MAC, IF_MAC, XDP_TX, flow_slot, ring_of
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi, libbpf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi, libbpf
 
 VIP = "192.0.2.10"
 FLOWS = [("198.51.100.%d" % (1 + i % 200), 10000 + 7 * i) for i in range(160)]

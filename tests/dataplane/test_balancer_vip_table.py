@@ -9,7 +9,7 @@ from scapy.layers.l2 import Ether
 
 from lbtest import CLIENT_MAC, IF_MAC, XDP_PASS, XDP_TX
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi, libbpf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi, libbpf
 
 E = Ether(src=CLIENT_MAC, dst=IF_MAC)
 

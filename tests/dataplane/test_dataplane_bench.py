@@ -38,7 +38,7 @@ WRONG_VERDICT = """
 import os, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 import dataplane_bench as bench
-from engine import libbpf
+from engine.bpf import libbpf
 loop = bench.CLoop(tempfile.mkdtemp())
 with libbpf.BpfObject(os.path.join(bench.BPF_DIR, "pass.o"), pin_maps=False) as pobj:
     pobj.load()

@@ -12,7 +12,7 @@ fixed) and which counter moved. Three program variants run the same cases:
 
 Besides the hand-written cases, a small reference model (`model()`) states the documented rules in
 Python; truncations at every length and a seeded fuzz run check the programs against it byte for
-byte. The ABI mirror (engine/decap_abi.py) is checked against the object's BTF and the header.
+byte. The ABI mirror (engine/bpf/decap_abi.py) is checked against the object's BTF and the header.
 """
 
 import errno
@@ -29,8 +29,8 @@ scapy_all = pytest.importorskip("scapy.all")
 from scapy.all import ARP, Dot1AD, Dot1Q, Ether, ICMP, IP, IPOption_NOP, IPv6, Padding, Raw, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6ExtHdrHopByHop  # noqa: E402
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import decap_abi as A  # noqa: E402
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import libbpf  # noqa: E402
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import decap_abi as A  # noqa: E402
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import libbpf  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BPF_DIR = os.path.join(REPO, "files", "bpf")

@@ -32,8 +32,8 @@ import pytest
 pytest.importorskip("scapy.all")
 from scapy.all import IP, TCP, Dot1Q, Ether, IPv6  # noqa: E402
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import decap_abi as A  # noqa: E402
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import libbpf  # noqa: E402
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import decap_abi as A  # noqa: E402
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import libbpf  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BPF_DIR = os.path.join(REPO, "files", "bpf")

@@ -8,7 +8,7 @@ import pytest
 
 from lbtest import BPF_DIR, XDP_PASS
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi, libbpf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi, libbpf
 
 BALANCER = os.path.join(BPF_DIR, "balancer.o")
 

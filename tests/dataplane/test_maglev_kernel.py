@@ -1,4 +1,4 @@
-"""The Maglev population loop run by the kernel (engine/maglev_kernel.py) builds exactly the ring
+"""The Maglev population loop run by the kernel (engine/balancer/maglev_kernel.py) builds exactly the ring
 of the Python loop (maglev._populate): every balancer of a fleet must hold byte-identical rings,
 whichever of the two built them."""
 import os
@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import libbpf, maglev, maglev_kernel
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import maglev, maglev_kernel
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import libbpf
 
 POOL = ["10.%d.%d.%d" % (100 + i // 62500, i // 250 % 250, i % 250 + 1) for i in range(5000)]
 POOL6 = ["2001:db8::%x" % (i + 1) for i in range(500)]

@@ -17,7 +17,8 @@ import sys
 
 from backend_netns import NetNS
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi, balancer, libbpf, program
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi, libbpf, program
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BPF_DIR = os.path.join(REPO, "files", "bpf")

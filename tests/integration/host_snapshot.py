@@ -21,7 +21,7 @@ import subprocess
 from backend_netns import sh
 from balancer_env import dump
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi
 
 _SYSCTLS = ("rp_filter", "arp_ignore", "arp_announce")
 _PERCPU = {"percpu_hash", "percpu_array", "lru_percpu_hash"}

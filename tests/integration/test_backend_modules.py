@@ -12,8 +12,8 @@ from backend_ansible import run_module, run_tasks
 from backend_markers import lacks, needs_ip6tnl, needs_ipip
 from backend_netns import ChildError, NetNS
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import (
-    addresses, netconf, netlink, tunnel)
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import netlink
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import addresses, netconf, tunnel
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -456,7 +456,8 @@ def _decap_without_bpffs(interface, pin_root):
     namespace): decap.ensure in check mode, then for real, then again. Returns what each reported."""
     import ctypes
 
-    from ansible_collections.xdplb.katran.plugins.module_utils.engine import decap, program
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import decap
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import program
 
     libc = ctypes.CDLL(None, use_errno=True)
     clone_newns, ms_rec, ms_private, mnt_detach = 0x00020000, 0x4000, 0x40000, 2

@@ -11,8 +11,9 @@ import pytest
 from backend_netns import NetNS
 from balancer_env import BALANCER_O, BPF_DIR, PASS_O, BalancerNS, build_objects, dump, logical
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import (
-    abi, balancer, bpfmap, hostnet, libbpf, maglev, program, vips, vipspec)
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import hostnet
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer, maglev, vips, vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi, bpfmap, libbpf, program
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: run as root")

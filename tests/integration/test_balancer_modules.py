@@ -18,7 +18,9 @@ from ansible.release import __version__ as _core_version
 from backend_netns import NetNS
 from balancer_env import BALANCER_O, PASS_O, BalancerNS, build_objects, dump, playbook
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi, balancer, hostnet, program
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import hostnet
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi, program
 
 ANSIBLE_CORE = tuple(int(part) for part in _core_version.split(".")[:2])
 

@@ -10,7 +10,7 @@ import pytest
 from balancer_env import BALANCER_O, PASS_O, BalancerNS, build_objects, dump
 from host_snapshot import snapshot
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import program
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import program
 
 ENGINE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "plugins", "module_utils", "engine")

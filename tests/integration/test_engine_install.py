@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import install
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import document, install
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 from lab_playbook import REPO, adhoc, playbook, task_results
 
@@ -19,19 +19,35 @@ INVENTORY = "localhost,"
 
 
 def _module_imports():
+    """Engine modules the module imports, as paths below the engine: ``cli``, ``bpf/libbpf``."""
     tree = ast.parse(open(MODULE).read())
+    shipped = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_shipped")
     names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.endswith("module_utils.engine"):
-            names.update(alias.name for alias in node.names)
+    base = "ansible_collections.xdplb.katran.plugins.module_utils.engine"
+    for node in ast.walk(shipped):
+        if isinstance(node, ast.ImportFrom) and node.module and (node.module + ".").startswith(base + "."):
+            sub = node.module[len(base) + 1:].replace(".", "/")
+            names.update((sub + "/" if sub else "") + alias.name for alias in node.names)
     return names
+
+
+def _engine_files():
+    """Every .py below the engine directory, as a path relative to it (``bpf/libbpf.py``)."""
+    found = set()
+    for top, dirs, names in os.walk(ENGINE_DIR):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        rel = os.path.relpath(top, ENGINE_DIR)
+        found.update(n if rel == "." else rel + "/" + n for n in names if n.endswith(".py"))
+    return found
 
 
 def test_module_imports_every_engine_file():
     # AnsiballZ only ships what the module imports: a new engine file missing from the list would
     # be missing on the hosts, and the boot restore would fail there with an ImportError.
-    files = {f[:-3] for f in os.listdir(ENGINE_DIR) if f.endswith(".py")} - {"__init__"}
+    # (A subpackage's __init__.py travels with any module imported from it.)
+    files = {f[:-3] for f in _engine_files() if not f.endswith("__init__.py")}
     assert files == _module_imports()
+    assert files, "the walk found the engine"
 
 
 def _run(dest):
@@ -48,12 +64,15 @@ def dest(tmp_path, monkeypatch):
 def test_installed_engine_runs_the_cli_and_reruns_change_nothing(dest):
     first = _run(dest)
     assert first["changed"] and not first.get("failed"), first
-    assert sorted(os.listdir(dest)) == sorted(f for f in os.listdir(ENGINE_DIR) if f.endswith(".py"))
-    for name in os.listdir(dest):
+    installed = {os.path.relpath(os.path.join(top, n), dest) for top, _dirs, names in os.walk(dest) for n in names}
+    assert installed == _engine_files()
+    for name in installed:
         with open(os.path.join(dest, name), "rb") as mine, open(os.path.join(ENGINE_DIR, name), "rb") as src:
             assert mine.read() == src.read(), name
         assert stat.S_IMODE(os.stat(os.path.join(dest, name)).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(dest).st_mode) == 0o700
+    for sub in {os.path.dirname(name) for name in installed} - {""}:
+        assert stat.S_IMODE(os.stat(os.path.join(dest, sub)).st_mode) == 0o700, sub
     # What the boot unit runs: a state file that does not exist is a clear exit 2, not an ImportError.
     proc = subprocess.run([sys.executable, "-m", "xdplb_engine", "restore", "/nonexistent/balancer.json"],
                           cwd=os.path.dirname(dest), env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=False)
@@ -65,16 +84,16 @@ def test_installed_engine_runs_the_cli_and_reruns_change_nothing(dest):
 
 def test_repairs_a_changed_file_removes_a_stale_one_and_leaves_the_mode(dest):
     _run(dest)
-    with open(os.path.join(dest, "vips.py"), "a") as handle:
+    with open(os.path.join(dest, "balancer", "vips.py"), "a") as handle:
         handle.write("# edited by hand\n")
     open(os.path.join(dest, "renamed_long_ago.py"), "w").close()
     os.chmod(dest, 0o755)
     result = _run(dest)
-    assert result["changed"] and result["written"] == ["vips.py"] and result["removed"] == ["renamed_long_ago.py"]
+    assert result["changed"] and result["written"] == ["balancer/vips.py"] and result["removed"] == ["renamed_long_ago.py"]
     assert "renamed_long_ago.py" not in os.listdir(dest)
     # An existing dest is never re-moded (it may be the user's own directory); its files are 0600.
     assert stat.S_IMODE(os.stat(dest).st_mode) == 0o755
-    assert stat.S_IMODE(os.stat(os.path.join(dest, "vips.py")).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.join(dest, "balancer", "vips.py")).st_mode) == 0o600
 
 
 def test_a_dest_others_can_write_is_refused_and_left_as_it_is(dest):
@@ -89,7 +108,7 @@ def test_a_dest_others_can_write_is_refused_and_left_as_it_is(dest):
 def test_check_mode_writes_nothing(tmp_path):
     dest = str(tmp_path / "xdplb_engine")
     result = install.ensure(dest, check_mode=True)
-    assert result["changed"] and "vips.py" in result["written"]
+    assert result["changed"] and "balancer/vips.py" in result["written"]
     assert not os.path.exists(dest)
 
 
@@ -166,13 +185,13 @@ def test_unit_runs_the_engine_with_the_hosts_interpreter_or_the_one_given(dest, 
 
 def test_keep_file_writes_0600_atomically_only_when_bytes_or_mode_differ(tmp_path):
     dest = str(tmp_path / "balancer.json")
-    assert install.keep_file(dest, b"{}", check_mode=True) and not os.path.exists(dest)
-    assert install.keep_file(dest, b"{}")
+    assert document.keep_file(dest, b"{}", check_mode=True) and not os.path.exists(dest)
+    assert document.keep_file(dest, b"{}")
     assert stat.S_IMODE(os.stat(dest).st_mode) == 0o600
-    assert not install.keep_file(dest, b"{}")
+    assert not document.keep_file(dest, b"{}")
     os.chmod(dest, 0o644)
-    assert install.keep_file(dest, b"{}") and stat.S_IMODE(os.stat(dest).st_mode) == 0o600
-    assert install.keep_file(dest, b'{"vips": []}')
+    assert document.keep_file(dest, b"{}") and stat.S_IMODE(os.stat(dest).st_mode) == 0o600
+    assert document.keep_file(dest, b'{"vips": []}')
     with open(dest, "rb") as handle:
         assert handle.read() == b'{"vips": []}'
     assert os.listdir(tmp_path) == ["balancer.json"]

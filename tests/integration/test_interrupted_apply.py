@@ -9,7 +9,7 @@ import pytest
 from backend_netns import CLONE_NEWNET
 from balancer_env import BalancerNS, build_objects, logical, playbook
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import vips, vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import vips, vipspec
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: run as root")
 

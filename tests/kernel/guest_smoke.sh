@@ -80,7 +80,7 @@ print("pyroute2", pyroute2.__version__, "scapy", scapy.__version__)'
 check "Maglev rings built by the kernel equal the Python loop's" "$PY" -c '
 import random, sys
 sys.path.insert(0, ".build/collections")
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import maglev, maglev_kernel
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import maglev, maglev_kernel
 assert maglev_kernel.unavailable_reason(4099) is None, maglev_kernel.unavailable_reason(4099)
 for seed in range(20):
     rnd = random.Random(seed)

@@ -1,4 +1,4 @@
-"""engine/abi.py must match files/bpf/lb_abi.h as compiled: checked against balancer.o's BTF.
+"""engine/bpf/abi.py must match files/bpf/lb_abi.h as compiled: checked against balancer.o's BTF.
 
 Structs: name, size, every field's name, offset and size. Maps: names, key/value types,
 max_entries and flags from the BTF map definitions. Constants: every #define of the
@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import abi
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BPF_DIR = os.path.join(REPO, "files", "bpf")

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import maglev
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.maglev import (
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import maglev
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer.maglev import (
     build_ring,
     is_prime,
     ring_diff,

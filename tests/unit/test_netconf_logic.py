@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import netconf
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import netconf
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 

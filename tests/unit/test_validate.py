@@ -3,8 +3,8 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import (
-    addresses, netconf, tunnel, validate)
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import validate
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import addresses, netconf, tunnel
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 

@@ -1,7 +1,7 @@
 """VIP request validation: every error names the field path and the value; no kernel needed."""
 import pytest
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import vipspec
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 

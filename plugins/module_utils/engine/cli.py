@@ -18,9 +18,12 @@ import json
 import os
 import sys
 
-from . import backend_restore, balancer, install, libbpf, netlink, program, statefile, vips
+from . import document, netlink
+from .backend import backend_restore
+from .balancer import balancer, statefile, vips
+from .bpf import libbpf, program
 from .errors import EngineError, StateFileError
-from .statefile import STATE_VERSION, parse_state
+from .balancer.statefile import STATE_VERSION, parse_state
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
 
@@ -48,7 +51,7 @@ def write_state(path, state):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     data = json.dumps(state, indent=2, sort_keys=True) + "\n"
-    install.atomic_write(os.path.abspath(path), data.encode("utf-8"), 0o600, sync=True)
+    document.atomic_write(os.path.abspath(path), data.encode("utf-8"), 0o600, sync=True)
 
 
 def state_vip(spec):

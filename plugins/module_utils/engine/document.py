@@ -1,5 +1,7 @@
-"""Reading a JSON state document, the part every state file shares (balancer and backend): a file
-that cannot be one is refused with a StateFileError saying why, before its schema is even looked at.
+"""Reading and keeping a JSON state document, the part every state file shares (balancer and backend):
+a file that cannot be one is refused with a StateFileError saying why, before its schema is even looked
+at; keep_file() puts one in place, atomically, once it has been applied. atomic_write() is the
+engine's one file writer (engine files, boot unit, object, state files).
 
 What a boot unit may find at the path: nothing, a directory, a FIFO (opened without blocking, so the
 boot does not hang), a file cut short by a full disk, another file copied over it, a file far too
@@ -10,6 +12,7 @@ Relative imports and stdlib only, no Ansible imports.
 import json
 import os
 import stat
+import tempfile
 
 from .errors import StateFileError, show
 
@@ -81,3 +84,41 @@ def decode(data, max_bytes, where, field):
         ends = getattr(exc, "pos", 0) >= len(data.rstrip()) or cut.startswith("Unterminated string")
         truncated = ", the document ends early (truncated?)" if ends and hasattr(exc, "pos") else ""
         raise StateFileError("%s: not valid JSON: %s%s%s" % (where, cut[:200], pos, truncated), field=field) from None
+
+
+def atomic_write(path, data, mode, sync=False):
+    """Atomic write: a temporary file in the same directory, then rename (``sync``: fsync first).
+    The engine's one file writer (engine files, boot unit, object, state files)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def differs(path, data, mode):
+    """Whether ``path`` is missing or differs from ``data`` in bytes or permission bits."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() != data or os.fstat(handle.fileno()).st_mode & 0o7777 != mode
+    except FileNotFoundError:
+        return True
+
+
+def keep_file(dest, data, check_mode=False, mode=0o600):
+    """Make ``dest`` hold ``data`` (bytes; atomic, fsync'ed, ``mode``) unless it already does;
+    returns whether it changed (would change, in check mode). The balancer role applies its VIPs
+    from the state document and only then keeps it as the file the boot unit restores."""
+    if not differs(dest, data, mode):
+        return False
+    if not check_mode:
+        atomic_write(os.path.abspath(dest), data, mode, sync=True)
+    return True

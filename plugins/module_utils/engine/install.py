@@ -4,31 +4,52 @@ The files are read through the import system rather than from disk, because insi
 live in the AnsiballZ payload (a zip); the same code works from a checkout. Files are written only
 when their bytes differ, atomically (temporary file, then rename), root-only. The same task can
 install the systemd unit that runs the engine at boot and a file sent from the controller (the
-balancer role's BPF object); keep_file() puts a state file in place once it has been applied.
+balancer role's BPF object).
 """
+import base64
+import binascii
+import importlib
 import os
 import pkgutil
 import socket
 import sys
-import tempfile
 
 from . import hostnet
-from .errors import EngineError
+from .document import atomic_write, differs
+from .errors import EngineError, show
 
 PACKAGE = __name__.rpartition(".")[0]
 
 
 def sources():
-    """{file name: bytes} for every module of the engine package that this process can see."""
-    package = sys.modules[PACKAGE]
-    names = ["__init__"] + sorted(info.name for info in pkgutil.iter_modules(package.__path__))
+    """{path below the package, such as ``bpf/libbpf.py``: bytes} for every module of the engine
+    package and of its subpackages that this process can see."""
     files = {}
-    for name in names:
-        data = pkgutil.get_data(PACKAGE, name + ".py")
-        if data is None:
-            raise EngineError(f"engine file {name}.py cannot be read", field="engine", value=name)
-        files[name + ".py"] = data
+    _collect(PACKAGE, "", files)
     return files
+
+
+def _collect(package_name, prefix, files):
+    package = importlib.import_module(package_name)
+    infos = sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name)
+    for name in ["__init__"] + [info.name for info in infos if not info.ispkg]:
+        data = pkgutil.get_data(package_name, name + ".py")
+        if data is None:
+            raise EngineError(f"engine file {prefix}{name}.py cannot be read", field="engine", value=prefix + name)
+        files[prefix + name + ".py"] = data
+    for info in infos:
+        if info.ispkg:
+            _collect(package_name + "." + info.name, prefix + info.name + "/", files)
+
+
+def _present(dest):
+    """The ``.py`` files under ``dest`` (paths relative to it), bytecode caches left out."""
+    found = []
+    for top, dirs, names in os.walk(dest):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        rel = os.path.relpath(top, dest)
+        found += [n if rel == "." else rel + "/" + n for n in names if n.endswith(".py")]
+    return found
 
 
 def _read(path):
@@ -44,7 +65,7 @@ def plan(dest, files):
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise EngineError(f"dest: {dest} exists and is not a directory", field="dest", value=dest)
     write = sorted(name for name, data in files.items() if _read(os.path.join(dest, name)) != data)
-    present = os.listdir(dest) if os.path.isdir(dest) else []
+    present = _present(dest) if os.path.isdir(dest) else []
     remove = sorted(n for n in present if n.endswith(".py") and n not in files)
     return write, remove
 
@@ -62,44 +83,6 @@ def _check_dest(dest):
         raise EngineError(f"dest: {dest} exists and is writable by group or others (mode "
                           f"{os.stat(dest).st_mode & 0o777:04o}); the boot unit runs the engine from it as root, "
                           f"so give it mode 0700 (or 0755) or choose another dest", field="dest", value=dest)
-
-
-def atomic_write(path, data, mode, sync=False):
-    """Atomic write: a temporary file in the same directory, then rename (``sync``: fsync first).
-    The engine's one file writer (engine files, boot unit, object, state files)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _differs(path, data, mode):
-    """Whether ``path`` is missing or differs from ``data`` in bytes or permission bits."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read() != data or os.fstat(handle.fileno()).st_mode & 0o7777 != mode
-    except FileNotFoundError:
-        return True
-
-
-def keep_file(dest, data, check_mode=False, mode=0o600):
-    """Make ``dest`` hold ``data`` (bytes; atomic, fsync'ed, ``mode``) unless it already does;
-    returns whether it changed (would change, in check mode). The balancer role applies its VIPs
-    from the state document and only then keeps it as the file the boot unit restores."""
-    if not _differs(dest, data, mode):
-        return False
-    if not check_mode:
-        atomic_write(os.path.abspath(dest), data, mode, sync=True)
-    return True
 
 
 def _check_file_dest(path, field):
@@ -133,8 +116,8 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
         _check_file_dest(unit["path"], "unit.path")
     if obj:
         _check_file_dest(obj["dest"], "object.dest")
-    unit_changed = bool(unit) and _differs(unit["path"], unit_data, 0o644)
-    obj_changed = bool(obj) and _differs(obj["dest"], obj["data"], 0o600)
+    unit_changed = bool(unit) and differs(unit["path"], unit_data, 0o644)
+    obj_changed = bool(obj) and differs(obj["dest"], obj["data"], 0o600)
     changed = bool(write or remove or dirs or unit_changed or obj_changed or not os.path.isdir(dest))
     result = dict(changed=changed, written=write, removed=remove, directories=dirs,
                   unit=unit_changed, object=obj_changed)
@@ -146,14 +129,19 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
             # makedirs' mode is cut by the umask; this directory is the one just created.
             os.chmod(path, 0o700)
     for name in write:
-        atomic_write(os.path.join(dest, name), files[name], 0o600)
+        path = os.path.join(dest, name)
+        if not os.path.isdir(os.path.dirname(path)):
+            os.makedirs(os.path.dirname(path), mode=0o700)
+            os.chmod(os.path.dirname(path), 0o700)
+        atomic_write(path, files[name], 0o600)
     for name in remove:
         os.unlink(os.path.join(dest, name))
-    cache = os.path.join(dest, "__pycache__")
-    if write and os.path.isdir(cache):
+    if write:
         # Stale bytecode would be ignored anyway (mtime check), but a renamed module's would linger.
-        for name in os.listdir(cache):
-            os.unlink(os.path.join(cache, name))
+        for top, _dirs, names in os.walk(dest):
+            if os.path.basename(top) == "__pycache__":
+                for name in names:
+                    os.unlink(os.path.join(top, name))
     if unit_changed:
         os.makedirs(os.path.dirname(os.path.abspath(unit["path"])), mode=0o755, exist_ok=True)
         atomic_write(os.path.abspath(unit["path"]), unit_data, 0o644)
@@ -161,6 +149,34 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
         os.makedirs(os.path.dirname(os.path.abspath(obj["dest"])), mode=0o700, exist_ok=True)
         atomic_write(os.path.abspath(obj["dest"]), obj["data"], 0o600)
     return result
+
+
+def object_request(obj):
+    """{dest, data} of engine_install's ``object`` ({src, content_base64, dest} or None), its bytes decoded."""
+    if obj is None:
+        return None
+    if obj["content_base64"] is None:
+        # The action plugin did not read src (the module run without it, or object given as a string).
+        raise EngineError("object.src: %s was not read on the controller (the xdplb.katran.engine_install action "
+                          "plugin reads it when object is a mapping); give object.content_base64 instead" % obj["src"],
+                          field="object.src", value=obj["src"])
+    try:
+        data = base64.b64decode(obj["content_base64"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EngineError("object.content_base64: not valid base64 (%s)" % exc, field="object.content_base64")
+    return {"dest": obj["dest"], "data": data}
+
+
+def unit_request(unit):
+    """engine_install's ``unit`` ({path, content, python} or None) with @PYTHON@ replaced by unit.python
+    or this process's interpreter (in a module: the one Ansible uses on the host)."""
+    if unit is None:
+        return None
+    python = unit["python"] or sys.executable
+    if not os.path.isabs(python) or any(c.isspace() or c in "%$\\" for c in python):
+        raise EngineError("unit.python: %s must be an absolute path without spaces, '%%', '$' or '\\' "
+                          "(it goes into the unit's ExecStart)" % show(python), field="unit.python", value=python)
+    return {"path": unit["path"], "content": unit["content"].replace("@PYTHON@", python)}
 
 
 def host_facts():

@@ -18,9 +18,11 @@ value cut with errors.show. Relative imports and stdlib only, no Ansible imports
 """
 import os
 
-from . import balancer, document, program, validate, vipspec
-from .document import fail as _fail
-from .errors import EngineError, StateFileError, key_path, show
+from . import balancer, vipspec
+from .. import document, validate
+from ..bpf import program
+from ..document import fail as _fail
+from ..errors import EngineError, StateFileError, key_path, show
 
 STATE_VERSION = 1
 STATE_KEYS = ("version", "object", "program", "interface", "mode", "pin_root", "config", "vips",

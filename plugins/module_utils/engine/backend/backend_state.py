@@ -13,9 +13,10 @@ Relative imports and stdlib only, no Ansible imports.
 """
 import json
 
-from . import decap, tunnel, validate
-from .document import fail as _fail
-from .errors import EngineError, StateFileError, key_path
+from . import decap, tunnel
+from .. import validate
+from ..document import fail as _fail
+from ..errors import EngineError, StateFileError, key_path
 
 KIND = "backend"
 VERSION = 1

@@ -13,8 +13,8 @@ import errno
 import ipaddress
 import os
 
-from . import netlink, tunnel, validate
-from .errors import EngineError
+from .. import netlink, validate
+from ..errors import EngineError
 
 
 def _key(addr):
@@ -119,11 +119,23 @@ def after_plan(current, the_plan):
     return [a for a in current if id(a) not in removed] + list(the_plan["add"])
 
 
+def carried_families(link):
+    """The inner address families a tunnel device takes; None when `link` is no tunnel of ours.
+    Here rather than in tunnel.py, which builds on this module: a tunnel's addresses go through it."""
+    kind = link.get("kind")
+    if kind == "ipip":
+        return {4}
+    if kind == "ip6tnl":
+        proto = (link.get("data") or {}).get("proto") or 0
+        return {41: {6}, 4: {4}}.get(proto, {4, 6})
+    return None
+
+
 def check_families(link, request, proc_net="/proc/sys/net"):
     """Refuse addresses the device cannot hold or, on a tunnel, cannot carry."""
     if request["state"] != "present":
         return
-    carried = tunnel.carried_families(link)
+    carried = carried_families(link)
     for want in request["addresses"]:
         if carried is not None and want["family"] not in carried:
             validate.fail("addresses", want["cidr"], "device %s is an %s tunnel that carries only "

@@ -39,8 +39,9 @@ import os
 import socket
 import struct
 
-from . import abi, libbpf, vipspec
-from .errors import EngineError, show
+from . import vipspec
+from ..bpf import abi, libbpf
+from ..errors import EngineError, show
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/xdplb"
 CTL_VIP_REALS = "ctl_vip_reals"
@@ -306,7 +307,8 @@ SOURCE_MODES = ("balancer", "per_flow")
 def config_request(interface, gateway_mac=None, gateway=None, source_mode="balancer", source_v4=None,
                    source_v6=None, max_packet_size=0, check_interface=True):
     """Validate a config request (no kernel access beyond the interface's existence)."""
-    from . import hostnet, program, validate
+    from .. import hostnet, validate
+    from ..bpf import program
     for name, value in (("gateway_mac", gateway_mac), ("gateway", gateway), ("source_v4", source_v4),
                         ("source_v6", source_v6)):
         if value is not None and not isinstance(value, str):
@@ -332,7 +334,7 @@ def config_request(interface, gateway_mac=None, gateway=None, source_mode="balan
 
 def resolve_config(req, timeout=3.0):
     """The lb_config values a request means on this host: MACs and addresses looked up."""
-    from . import hostnet
+    from .. import hostnet
     iface = req["interface"]
     cfg = {"if_mac": hostnet.interface_mac(iface), "source_mode": req["source_mode"],
            "max_packet_size": req["max_packet_size"]}
@@ -375,7 +377,7 @@ def ensure_config(pin_root, req, check_mode=False, timeout=3.0, resolved=None):
     """Make lb_config what `req` (from config_request) means. Returns a result dict.
 
     `resolved`: resolve_config(req) already done (the restore resolves before it attaches)."""
-    from . import program
+    from ..bpf import program
     program.ifindex(req["interface"])
     cfg, info = resolved if resolved is not None else resolve_config(req, timeout)
     info = dict(info, warnings=list(info["warnings"]))

@@ -12,8 +12,9 @@ import ipaddress
 import os
 import socket
 
-from . import decap_abi, libbpf, program, validate
-from .errors import EngineError, show
+from .. import validate
+from ..bpf import decap_abi, libbpf, program
+from ..errors import EngineError, show
 
 HOOKS = ("xdp", "tc")
 XDP_MODES = ("native", "generic", "auto")
@@ -87,7 +88,7 @@ def normalize(interface, object_path, hook="xdp", xdp_mode="auto", addresses=Non
 
 def interface_addresses(interface):
     """Global addresses of the interface: where balancers send tunnels by default."""
-    from . import netlink
+    from .. import netlink
     ipr = netlink.open_iproute()
     try:
         link = netlink.link(ipr, interface)
@@ -159,23 +160,11 @@ def _attach(ifindex, prog_fd, request, current):
     if request["hook"] == "tc":
         libbpf.tc_attach(ifindex, prog_fd)
         return
-    old_fd = libbpf.prog_fd_by_id(current["id"]) if current else None
-    try:
-        if old_fd is not None and (request["xdp_mode"] is None or current["mode"] == request["xdp_mode"]):
-            # Atomic replace: never a moment without decap.
-            libbpf.xdp_attach(ifindex, prog_fd, mode=current["mode"], old_prog_fd=old_fd)
-            return
-        if old_fd is not None:
-            libbpf.xdp_detach(ifindex, mode=current["mode"])
-        try:
-            libbpf.xdp_attach(ifindex, prog_fd, mode=request["xdp_mode"] or "native")
-        except libbpf.BpfError:
-            if request["xdp_mode"]:
-                raise
-            libbpf.xdp_attach(ifindex, prog_fd, mode="generic")
-    finally:
-        if old_fd is not None:
-            libbpf.close_fd(old_fd)
+    # The balancer's attach: a running decap is replaced atomically, never a moment without decap.
+    # The mode-switch warning has nowhere to go: the change list already says what was attached.
+    before = {"prog_id": current["id"], "mode": current["mode"]} if current else None
+    program.replace_xdp(ifindex, request["interface"], prog_fd, request["xdp_mode"] or "auto", before, [],
+                        generic_fallback=True)
 
 
 def _sync_addresses(local_map, wanted, changes, check_mode):

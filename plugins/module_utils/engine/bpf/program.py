@@ -19,8 +19,9 @@ import errno
 import os
 import socket
 
-from . import abi, libbpf, validate
-from .errors import EngineError, show
+from . import abi, libbpf
+from .. import validate
+from ..errors import EngineError, show
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/xdplb"
 PREVIOUS_PIN = "xdp_previous"
@@ -318,25 +319,40 @@ def _public(prog):
     return {k: prog[k] for k in ("prog_id", "tag", "name", "mode")}
 
 
+def replace_xdp(index, interface, fd, mode, before, warnings, generic_fallback=False):
+    """Make `fd` the XDP program of ifindex `index`, in `mode` (auto, native, generic).
+
+    `before` ({prog_id, mode} of the program attached now, or None): replaced in one netlink call
+    (XDP_FLAGS_REPLACE), so the interface is never without XDP, unless `mode` asks for another mode
+    than it runs in: the kernel holds one mode at a time, so that case detaches first and says so
+    in `warnings`. Nothing attached: attach only if that is still so (XDP_FLAGS_UPDATE_IF_NOEXIST).
+    generic_fallback: an auto attach the kernel refuses is retried in generic mode (BPF decap must
+    run on a NIC whose driver has no native XDP). Returns (action, mode obtained); libbpf's errors
+    are raised as they are (BpfError), the caller words them."""
+    want = None if mode == "auto" else mode
+    if before is None:
+        try:
+            return "attached", libbpf.xdp_attach(index, fd, mode=want, no_replace=True)
+        except libbpf.BpfError:
+            if want is not None or not generic_fallback:
+                raise
+            return "attached", libbpf.xdp_attach(index, fd, mode="generic", no_replace=True)
+    if want is None or want == before["mode"]:
+        old = libbpf.prog_fd_by_id(before["prog_id"])
+        try:
+            return "replaced", libbpf.xdp_attach(index, fd, mode=before["mode"], old_prog_fd=old)
+        finally:
+            libbpf.close_fd(old)
+    warnings.append("switching %s from %s to %s XDP cannot be atomic: the interface had no XDP "
+                    "program for a moment" % (interface, before["mode"], want))
+    libbpf.xdp_detach(index, mode=before["mode"])
+    return "replaced", libbpf.xdp_attach(index, fd, mode=want, no_replace=True)
+
+
 def _attach(index, interface, fd, mode, before, warnings):
     want = None if mode == "auto" else mode
     try:
-        if before is None:
-            got = libbpf.xdp_attach(index, fd, mode=want, no_replace=True)
-            action = "attached"
-        else:
-            if want is None or want == before["mode"]:
-                old = libbpf.prog_fd_by_id(before["prog_id"])
-                try:
-                    got = libbpf.xdp_attach(index, fd, mode=before["mode"], old_prog_fd=old)
-                finally:
-                    libbpf.close_fd(old)
-            else:
-                warnings.append("switching %s from %s to %s XDP cannot be atomic: the interface had no XDP "
-                                "program for a moment" % (interface, before["mode"], want))
-                libbpf.xdp_detach(index, mode=before["mode"])
-                got = libbpf.xdp_attach(index, fd, mode=want, no_replace=True)
-            action = "replaced"
+        action, got = replace_xdp(index, interface, fd, mode, before, warnings)
     except libbpf.BpfError as exc:
         if want == "native" and exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, 524):
             raise EngineError("mode: native XDP is not supported by the driver of %s (%s); use mode generic "

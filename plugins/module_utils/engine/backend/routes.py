@@ -6,8 +6,8 @@ carries the route's advmss. Only the metric changes; gateway, device and the res
 """
 import socket
 
-from . import netlink
-from .errors import EngineError, show
+from .. import netlink
+from ..errors import EngineError, show
 
 MAIN_TABLE = 254
 

@@ -21,9 +21,9 @@ import ipaddress
 import operator
 import socket
 
-from . import abi
 from . import maglev
-from .errors import EngineError, key_path, show
+from ..bpf import abi
+from ..errors import EngineError, key_path, show
 
 FLAGS = {
     "no_sport": abi.VIP_F_NO_SPORT,

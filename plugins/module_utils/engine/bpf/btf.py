@@ -23,7 +23,7 @@ import struct
 import sys
 
 from . import libbpf
-from .errors import EngineError
+from ..errors import EngineError
 
 _MAGIC = 0xEB9F
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)

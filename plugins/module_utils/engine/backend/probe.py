@@ -16,7 +16,7 @@ import socket
 import struct
 import time
 
-from .errors import EngineError
+from ..errors import EngineError
 
 IPPROTO_IPIP = 4
 IPPROTO_IPV6 = 41

@@ -16,7 +16,8 @@ a local address, and the reply leaves by the normal route, straight to the clien
 import ipaddress
 import os
 
-from . import netconf, netlink, validate
+from . import backend_restore, netconf
+from .. import netlink, validate
 
 PROC_NET = "/proc/sys/net"
 CRITICAL, WARNING, INFO, OK = "critical", "warning", "info", "ok"
@@ -216,7 +217,7 @@ def validate_vips(vips):
 
 def bpf_decap_devices(links):
     """Devices whose XDP or tc-ingress program is our decap; [] when libbpf is not there."""
-    from . import libbpf  # optional: a backend on the kernel tunnel needs no libbpf
+    from ..bpf import libbpf  # optional: a backend on the kernel tunnel needs no libbpf
     found = []
     for link in _physical(links):
         try:
@@ -267,3 +268,39 @@ def kernel_tunnel_support(modules_root="/lib/modules", sys_module="/sys/module")
     for kind, (module, path) in _TUNNEL_MODULES.items():
         support[kind] = os.path.isdir(os.path.join(sys_module, module)) or path in listed
     return support
+
+
+def check(vips=None, state_file=None, outer_families=None, inspect_host=True):
+    """backend_check's whole run: the VIPs (given, else the state file's) checked against the host.
+
+    Returns {status, findings, state, kernel_tunnels, deployed}: ``state`` the validated state
+    document (None without one), ``deployed`` False when neither VIPs nor a state file exist (the
+    role never ran: reported, not judged). Outer families: given, else the state's, else the VIPs'."""
+    state = None
+    if state_file is not None and os.path.lexists(state_file):
+        state = backend_restore.load_state(state_file)
+    report = {"status": "ok", "findings": [], "state": state, "deployed": True}
+    if vips is None and state is None:
+        report.update(status="critical", deployed=False, findings=[{
+            "check": "deployed", "severity": "critical", "vip": None, "device": None,
+            "message": "no state file at %s and no vips given: the backend role never ran here" % state_file,
+            "fix": "run xdplb.katran.site (or the backend role) for this host"}])
+    elif inspect_host:
+        vips = validate_vips(vips if vips is not None else state["vips"])
+        families = outer_families or (state["families"] if state else None) or sorted({6 if ":" in vip else 4 for vip in vips})
+        ipr = netlink.open_iproute()
+        try:
+            links, addrs = inspect(ipr)
+            advmss = default_route_advmss(ipr)
+        finally:
+            ipr.close()
+        try:
+            bpf_devices = bpf_decap_devices(links)
+        except Exception:  # no libbpf on this host: then no BPF decap can be attached either
+            bpf_devices = []
+        report["findings"] = check_backend(vips, links, addrs, bpf_devices, families, advmss)
+        report["status"] = summarize(report["findings"])
+    else:
+        validate_vips(vips if vips is not None else state["vips"])
+    report["kernel_tunnels"] = kernel_tunnel_support()
+    return report

@@ -20,8 +20,8 @@ import fnmatch
 import os
 import tempfile
 
-from . import validate
-from .errors import EngineError
+from .. import validate
+from ..errors import EngineError
 
 PROC_NET = "/proc/sys/net"
 DEFAULT_SYSCTL_FILE = "/etc/sysctl.d/60-xdplb-katran.conf"

@@ -12,8 +12,9 @@ Every step is idempotent, so a restore on a running backend changes nothing and 
 """
 import os
 
-from . import addresses, backend_state, decap, document, netconf, routes, tunnel
-from .errors import StateFileError, show
+from . import addresses, backend_state, decap, netconf, routes, tunnel
+from .. import document
+from ..errors import StateFileError, show
 
 FALLBACK = {"ipip": "tunl0", "ip6tnl": "ip6tnl0"}
 

@@ -8,7 +8,7 @@ import os
 
 from . import btf as btfmod
 from . import libbpf
-from .errors import EngineError
+from ..errors import EngineError
 
 _ARRAYS = {libbpf.BPF_MAP_TYPE_ARRAY, libbpf.BPF_MAP_TYPE_PERCPU_ARRAY}
 _TYPE_NAMES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru_hash",

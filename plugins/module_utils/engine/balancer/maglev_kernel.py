@@ -24,7 +24,7 @@ import errno
 import os
 import struct
 
-from . import libbpf
+from ..bpf import libbpf
 
 BUDGET = 32           # probes per run (see above)
 MAX_REALS = 4096      # reals per ring the entry has room for; more use the Python loop

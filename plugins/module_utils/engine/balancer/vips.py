@@ -10,9 +10,10 @@ import os
 import pickle
 import struct
 
-from . import abi, libbpf, maglev, vipspec
+from . import maglev, vipspec
+from ..bpf import abi, libbpf
 from .balancer import Balancer, _sort_key, _u32, bpf_fail
-from .errors import EngineError
+from ..errors import EngineError
 
 
 # Parallel ring builds pay off once a few rings are new (fork + result transfer ~ 10 ms each).

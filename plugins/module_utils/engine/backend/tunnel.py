@@ -16,8 +16,8 @@ import ipaddress
 import os
 
 from . import addresses as addrs_engine
-from . import netlink, validate
-from .errors import EngineError
+from .. import netlink, validate
+from ..errors import EngineError
 
 KINDS = ("ipip", "ip6tnl")
 OUTER_FAMILY = {"ipip": 4, "ip6tnl": 6}
@@ -31,17 +31,6 @@ NO_KERNEL_SUPPORT = (
     "the kernel cannot create %s devices (%s): the %s kernel module is not available here "
     "(not built, or modules cannot be loaded in this environment). Decapsulate with BPF instead: "
     "the backend role's decap mode 'bpf' needs no tunnel module.")
-
-
-def carried_families(link):
-    """The inner address families a tunnel device takes; None when `link` is no tunnel of ours."""
-    kind = link.get("kind")
-    if kind == "ipip":
-        return {4}
-    if kind == "ip6tnl":
-        proto = (link.get("data") or {}).get("proto") or 0
-        return {41: {6}, 4: {4}}.get(proto, {4, 6})
-    return None
 
 
 def _mode_name(kind, proto):
@@ -114,7 +103,7 @@ def normalize(name, kind="ipip", state="present", external=True, local=None, rem
                "local": local, "remote": remote, "mode": mode, "mtu": mtu,
                "addresses": wanted_addrs, "up": validate.boolean(up, "up"),
                "adopt": validate.boolean(adopt, "adopt"), "fallback": fallback}
-    _check_carried(request, carried_families(
+    _check_carried(request, addrs_engine.carried_families(
         {"kind": kind, "data": {"proto": PROTOS[kind][mode or "any"]}}))
     return request
 
@@ -312,7 +301,7 @@ def ensure(name, kind="ipip", state="present", external=True, local=None, remote
             return result
 
         if link is not None:
-            _check_carried(request, carried_families(link))
+            _check_carried(request, addrs_engine.carried_families(link))
         recreate = link is not None and not _same_identity(request, before)
         fresh = link is None or recreate
         other = _find_conflict(all_links, request) if fresh else None

@@ -27,7 +27,7 @@ import signal
 import socket
 import time
 
-from .errors import EngineError
+from ..errors import EngineError
 from .labtraffic import running_pid
 
 REPORT_VERSION = 1

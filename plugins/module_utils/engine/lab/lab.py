@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import time
 
-from .errors import EngineError
+from ..errors import EngineError
 
 FABRIC_MTU = 1600
 CLIENT_MTU = 1500

@@ -14,7 +14,7 @@ import signal
 import socket
 import time
 
-from .errors import EngineError
+from ..errors import EngineError
 
 
 def _listeners(port):
