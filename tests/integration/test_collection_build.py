@@ -26,7 +26,7 @@ SHIPPED_DIRS = ("plugins", "roles", "playbooks", "meta", "files", "docs")
 SHIPPED_FILES = {"README.md", "requirements.txt", "bindep.txt", "MANIFEST.json", "FILES.json",
                  "changelogs/changelog.yaml", "changelogs/config.yaml"}
 DEVELOPMENT = (".venv", ".venv312", ".build", ".ci", ".git", ".gitignore", ".ansible-lint",
-               ".pytest_cache", "tests", "molecule", "bench", "scripts", "Makefile", "pytest.ini",
+               ".pytest_cache", "tests", "extensions", "bench", "scripts", "Makefile", "pytest.ini",
                "ansible.cfg", "requirements-dev.txt", "execution-environment.yml", "changelogs/fragments")
 EM_BPF = 247
 
