@@ -12,7 +12,7 @@ export ANSIBLE_FORCE_COLOR := 0
 SANITY_ROOT := .build/sanity/ansible_collections/xdplb/katran
 
 .PHONY: venv venv312 venv217 bpf demo demo-clean test sanity units units-newest units-oldest lint molecule \
-	molecule-fleet molecule-ssh molecule-ssh-newest kernel test-newest clean
+	molecule-fleet molecule-ssh molecule-ssh-newest kernel test-newest clean shell doc
 
 venv:
 	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
@@ -39,6 +39,16 @@ demo: bpf
 
 demo-clean: venv
 	ansible-playbook playbooks/lab.yml -e lab_state=absent
+
+# The environment every target runs in, for a shell of your own in the checkout root:
+#   eval "$$(make -s shell)"
+shell:
+	@echo 'export PATH=$(BIN):$$PATH ANSIBLE_COLLECTIONS_PATH=$(ANSIBLE_COLLECTIONS_PATH) ANSIBLE_CONFIG=$(ANSIBLE_CONFIG)'
+
+# ansible-doc of this checkout's collection: make doc MODULE=lb_vip, make doc ROLE=balancer,
+# make doc (the list of modules).
+doc: venv
+	@ansible-doc $(if $(MODULE),xdplb.katran.$(MODULE),$(if $(ROLE),-t role xdplb.katran.$(ROLE),-l xdplb.katran))
 
 # ansible-test wants the collection at ansible_collections/<ns>/<name> and only looks at files
 # git knows: sanity runs on a copy of the tracked and untracked-but-not-ignored files.

@@ -174,5 +174,12 @@ class Connection(ConnectionBase):
         except OSError as exc:
             raise AnsibleError(f"failed to copy {src} to {dest}: {exc}") from exc
 
+    def reset(self):
+        # Nothing persists between commands (each one is a fresh nsenter): a reset (meta:
+        # reset_connection, a reboot) only forgets the namespace, so the next command checks again
+        # that it exists. The base class would warn that reset is not implemented.
+        self.close()
+
     def close(self):
         self._connected = False
+        self._netns_path = None

@@ -1,7 +1,8 @@
 """`needs_ipip` / `needs_ip6tnl`: tests that need the kernel's tunnel modules.
 
-The CI host kernel has no ipip or ip6_tunnel module; the kernel-ipip tier (virtme-ng, Debian's
-kernel) has both and runs the same tests. Select them there with `-m needs_ipip`.
+The CI host kernel has no ipip or ip6_tunnel module; the kernel tier (`make kernel`: virtme-ng,
+Debian's kernel) has both and runs these tests in its guest, selected with
+`-m "needs_ipip or needs_ip6tnl"` (tests/kernel/test_kernel_tier.py).
 The probe creates the device the way an operator would, in a scratch namespace.
 """
 import functools
@@ -39,7 +40,7 @@ def _needs(kind, module, mark_name):
     ok, why = kernel_can_create(kind)
     skip = pytest.mark.skipif(
         not ok, reason="needs a kernel that can create %s devices (the %s module): "
-        "`ip link add X type %s external` failed here: %s - runs in the kernel-ipip tier"
+        "`ip link add X type %s external` failed here: %s - runs in the kernel tier (make kernel)"
         % (kind, module, kind, why))
 
     def decorate(func):

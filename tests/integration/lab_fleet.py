@@ -1,10 +1,11 @@
 """A lab (a router, a client, a balancer, two backends) of the tests' own, under a prefix of theirs.
 
-The default lab (xkt-, /run/xdplb-lab) belongs to `make demo` and CI's molecule scenarios: a test
+The default lab (xkt-, /run/xdplb-lab) belongs to `make demo`, molecule's to its scenarios: a test
 that needs a fleet builds one with its own prefix, state root and pin root, so runs in parallel
 never share a namespace, a pin or a file. Prefixes in use: xkl- test_lab, xkb- test_backend_role,
-xkf- molecule fleet, xki- test_bad_input_site, xka- test_awx_runner, xkr- bench/balancer_role_bench,
-xkt- the default lab (and xkt-test-, xkt-decap- of backend_netns and test_decap_live).
+xkm- molecule default, xkf- molecule fleet, xki- test_bad_input_site, xka- test_awx_runner,
+xkr- bench/balancer_role_bench, xkt- the default lab (and xkt-test-, xkt-decap- of backend_netns
+and test_decap_live).
 """
 import contextlib
 import os

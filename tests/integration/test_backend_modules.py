@@ -1,7 +1,7 @@
 """Backend modules against a real kernel: engine calls and Ansible runs inside throw-away netns.
 
 veth stands in for every device here (no dummy module on the CI kernel); the ipip/ip6tnl tests
-carry needs_ipip and run in the kernel-ipip tier.
+carry needs_ipip and run in the kernel tier (make kernel, tests/kernel/test_kernel_tier.py).
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -222,7 +222,7 @@ def test_missing_tunnel_module_is_a_clear_error(ns, kind, module):
     assert check["changed"] and check["created"]
 
 
-# ---------------------------------------------------------------- tunnel engine, kernel-ipip tier
+# ---------------------------------------------------------------- tunnel engine, kernel tier
 
 @needs_ipip
 def test_external_ipip_is_idempotent_and_fallback_reported(ns):

@@ -8,13 +8,16 @@ the connection plugin from the installed copy; a module and a playbook must run 
 imports of the installed module_utils are exercised (AnsiballZ packs them for the module; the
 validate_request action plugin imports them on the controller).
 """
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
 
 import pytest
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -26,7 +29,7 @@ SHIPPED_DIRS = ("plugins", "roles", "playbooks", "meta", "files", "docs")
 SHIPPED_FILES = {"README.md", "requirements.txt", "bindep.txt", "MANIFEST.json", "FILES.json",
                  "changelogs/changelog.yaml", "changelogs/config.yaml"}
 DEVELOPMENT = (".venv", ".venv312", ".build", ".ci", ".git", ".gitignore", ".ansible-lint",
-               ".pytest_cache", "tests", "molecule", "bench", "scripts", "Makefile", "pytest.ini",
+               ".pytest_cache", "tests", "extensions", "bench", "scripts", "Makefile", "pytest.ini",
                "ansible.cfg", "requirements-dev.txt", "execution-environment.yml", "changelogs/fragments")
 EM_BPF = 247
 
@@ -163,3 +166,18 @@ def test_a_playbook_of_the_installed_copy_refuses_a_bad_request_before_any_host(
     assert done.returncode == 2, out
     assert "balancer_vips[0].port: 70000 must be <= 65535" in out, out
     assert "PLAY [Backends]" not in out, out
+
+
+def test_readme_lists_every_module_with_its_short_description():
+    """README.md's "Modules" table: one row per module of plugins/modules, its short_description."""
+    with open(os.path.join(REPO, "README.md")) as handle:
+        section = handle.read().split("\n## Modules\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (.+) \|$", section, re.M)
+    want = []
+    for module in MODULES:
+        with open(os.path.join(REPO, "plugins", "modules", module + ".py")) as handle:
+            tree = ast.parse(handle.read())
+        doc = next(node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                   and getattr(node.targets[0], "id", None) == "DOCUMENTATION")
+        want.append((module, yaml.safe_load(doc)["short_description"]))
+    assert rows == want

@@ -75,7 +75,7 @@ def test_create_writes_a_containerfile_for_our_base_and_ansible(context):
     # Only the collection's sources go into the context, not the checkout's virtualenvs or tests.
     copied = {p.name for p in (ctx / "_build" / "xdplb.katran").iterdir()}
     assert {"galaxy.yml", "plugins", "roles", "playbooks", "meta", "files"} <= copied
-    assert not copied & {".venv", ".venv312", ".build", "tests", "molecule", ".git"}, sorted(copied)
+    assert not copied & {".venv", ".venv312", ".build", "tests", "extensions", ".git"}, sorted(copied)
 
 
 @pytest.fixture(scope="module")

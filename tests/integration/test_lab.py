@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import yaml
 
-from lab_playbook import adhoc, changed_total, playbook, REPO, task_results
+from lab_playbook import adhoc, ansible_env, BIN, changed_total, playbook, REPO, task_results
 
 PREFIX = "xkl-"
 STATE_ROOT = "/run/xdplb-labtest"
@@ -99,6 +99,19 @@ def test_connection_reports_the_namespace_facts_and_keeps_host_bpffs(lab):
     marker = f"{PIN_ROOT}/{PREFIX}lb1"
     listing = adhoc(INVENTORY, PREFIX + "lb1", "ansible.builtin.command", {"argv": ["ls", "-d", marker]})
     assert listing[PREFIX + "lb1"]["stdout"] == marker
+
+
+def test_a_connection_reset_reaches_the_namespace_again_without_a_warning(lab, tmp_path):
+    """meta: reset_connection and wait_for_connection (the balancer role's) call reset()."""
+    play = tmp_path / "reset.yml"
+    play.write_text(yaml.safe_dump([{"hosts": PREFIX + "be1", "gather_facts": False, "tasks": [
+        {"name": "Reset", "ansible.builtin.meta": "reset_connection"},
+        {"name": "Reach", "ansible.builtin.wait_for_connection": {"timeout": 30}},
+        {"name": "Run", "ansible.builtin.command": {"argv": ["ip", "-o", "link", "show", "eth0"]}}]}]))
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), str(play), "-i", INVENTORY], capture_output=True,
+                          text=True, env=ansible_env(), cwd=REPO, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "Reset is not implemented" not in proc.stdout + proc.stderr
 
 
 def _xdp_prog_id(host):

@@ -4,9 +4,10 @@ virtme-ng/TCG, with the ipip module the CI host kernel lacks.
 One boot runs the guest smoke (tests/kernel/guest_smoke.sh), then one python process
 (tests/kernel/seed_role.py) runs the fixture-only seed scenario (seed_scenario.py) and the
 seed scenario driven by the backend role and backend_check. The Ansible controller for those
-runs here on the host, their module runs go into the guest (see seed_role.py). The tests
-below read what each part left in the shared directory. Opt-in, because it installs Debian
-packages and boots a VM (minutes):
+runs here on the host, their module runs go into the guest (see seed_role.py). Last, one
+pytest in the guest runs the integration tests marked needs_ipip / needs_ip6tnl, which the CI
+host's kernel skips. The tests below read what each part left in the shared directory.
+Opt-in, because it installs Debian packages and boots a VM (minutes):
 
     XDPLB_KERNEL_TIER=1 python -m pytest -q tests/kernel
 
@@ -15,6 +16,9 @@ XDPLB_KTIER_ROLE_STEPS, ...).
 """
 import json
 import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -42,7 +46,13 @@ python tests/kernel/seed_role.py --seed-json "$KTIER_OUT/seed.json" --seed-rc "$
     --relay "$KTIER_OUT/relay" --json "$KTIER_OUT/role.json" \
     ${XDPLB_KTIER_ROLE_STEPS:+--steps "$XDPLB_KTIER_ROLE_STEPS"}
 echo $? > "$KTIER_OUT/role.rc"
+mapfile -t ipip_tests < "$KTIER_OUT/ipip-tests.txt"
+python -m pytest -q -p no:cacheprovider --junitxml "$KTIER_OUT/ipip.xml" "${ipip_tests[@]}"
+echo $? > "$KTIER_OUT/ipip.rc"
 """
+# The integration tests that need the tunnel modules (tests/integration/backend_markers.py): the
+# CI host skips them ("runs in the kernel tier"), the guest runs them by node id.
+IPIP_MARKERS = "needs_ipip or needs_ip6tnl"
 # Guard for boot + guest script (run_in_vm.sh's KTIER_TIMEOUT) unless the caller sets one.
 # The budget is 10 minutes of CI on a quiet machine; this only has to catch a hung guest.
 DEFAULT_VM_TIMEOUT = 1800
@@ -66,9 +76,21 @@ def _read(path):
         return None
 
 
+def ipip_test_ids():
+    """Node ids of the integration tests marked needs_ipip / needs_ip6tnl, collected on the host."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "-m", IPIP_MARKERS, "tests/integration"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    ids = [line.strip() for line in done.stdout.splitlines() if "::" in line]
+    assert done.returncode == 0 and ids, done.stdout[-3000:] + done.stderr[-2000:]
+    return ids
+
+
 @pytest.fixture(scope="module")
 def vm_run(tmp_path_factory):
     outdir = tmp_path_factory.mktemp("ktier")
+    ipip_tests = ipip_test_ids()
+    (outdir / "ipip-tests.txt").write_text("".join(test + "\n" for test in ipip_tests))
     env = dict(os.environ, KTIER_OUTDIR=str(outdir))
     env.setdefault("KTIER_TIMEOUT", str(DEFAULT_VM_TIMEOUT))
     vm_timeout = int(env["KTIER_TIMEOUT"])
@@ -80,7 +102,7 @@ def vm_run(tmp_path_factory):
     print("\n[kernel tier] run_in_vm.sh exit %s after %.0f s; playbooks on the host: %s; log: %s"
           % (run["rc"], run["seconds"], json.dumps(run["playbooks"]), outdir / "run_in_vm.log"))
     return {"rc": run["rc"], "output": run["output"], "outdir": str(outdir),
-            "seconds": run["seconds"]}
+            "seconds": run["seconds"], "ipip_tests": ipip_tests}
 
 
 def _tail(run, n=60):
@@ -123,6 +145,22 @@ def test_seed_scenario(seed_rows, dev, case, expect_synack):
     else:
         assert not row["synack_left_backend"] and not row["synack_at_client"], row
         assert row["rpfilter_drops_delta"] >= 1, row
+
+
+def test_integration_tests_that_need_ipip_pass_in_the_guest(vm_run):
+    """Every test the CI host skips for want of ipip / ip6_tunnel ran in the guest and passed."""
+    rc = _read(os.path.join(vm_run["outdir"], "ipip.rc"))
+    path = os.path.join(vm_run["outdir"], "ipip.xml")
+    if not os.path.exists(path):
+        pytest.fail("the guest's pytest wrote no report (exit %s):\n%s" % (rc, _tail(vm_run)))
+    outcomes = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        node = case.get("classname").replace(".", "/") + ".py::" + case.get("name")
+        outcomes[node] = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+    print("\n[kernel tier] needs_ipip tests in the guest: %d, exit %s" % (len(outcomes), rc))
+    assert sorted(outcomes) == sorted(vm_run["ipip_tests"]), (sorted(outcomes), vm_run["ipip_tests"])
+    assert {node: tags for node, tags in outcomes.items() if tags} == {}, _tail(vm_run)
+    assert rc == "0", _tail(vm_run)
 
 
 # ---------------------------------------------------------------- the role-driven seed scenario
