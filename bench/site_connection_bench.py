@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Wall time of playbooks/site.yml over SSH (become, /usr/bin/python3) and over the netns connection.
 
-The same lab (1 balancer, 2 backends), the same service (molecule/ssh/ssh-vars.yml: 2 VIPs x TCP/UDP,
+The same lab (1 balancer, 2 backends), the same service (extensions/molecule/ssh/ssh-vars.yml: 2 VIPs x TCP/UDP,
 both backends reals) and the same playbook, reached two ways: the lab's netns connection (modules
 run by the controller's Python, packages off) and SSH hosts (lab_ssh: sshd in each namespace, user
 deploy with sudo, Debian's Python; from empty includes installing python3-pyroute2 and python3-apt
@@ -23,7 +23,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-SERVICE = os.path.join(REPO, "molecule", "ssh", "ssh-vars.yml")
+SERVICE = os.path.join(REPO, "extensions", "molecule", "ssh", "ssh-vars.yml")
 LABS = {
     "netns": {"lab_prefix": "xkc-", "lab_ssh": False, "lab_state_root": "/run/xdplb-bench-netns",
               "lab_pin_root": "/sys/fs/bpf/xdplb-bench-netns"},
