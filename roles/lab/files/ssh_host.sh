@@ -9,8 +9,8 @@
 #   ssh_host.sh stop-all STATE_ROOT          stop every host under STATE_ROOT/*/ssh
 #   ssh_host.sh boot ROOT HOSTNAME           (internal) PID 1 of the host, inside its namespaces
 #
-# A host is the image as an overlayfs (writes go to HOST_DIR/upper, so every run starts from a
-# fresh Debian host), with its own mount, PID, UTS and IPC namespaces inside the lab's network
+# A host is the image as an overlayfs (writes go to HOST_DIR/upper, its disk: a new lab starts
+# from fresh Debian hosts, a stop and start keeps what was installed, as a reboot does), with its own mount, PID, UTS and IPC namespaces inside the lab's network
 # namespace: its own /proc, a sysfs of its network namespace, its own bpffs at /sys/fs/bpf (pins
 # vanish when it stops, as at a reboot) and sshd listening on the namespace's 127.0.0.1:22. The
 # controller reaches it through `ip netns exec NETNS nc 127.0.0.1 22` as the SSH ProxyCommand.
