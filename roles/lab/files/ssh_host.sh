@@ -11,8 +11,9 @@
 #
 # A host is the image as an overlayfs (writes go to HOST_DIR/upper, its disk: a new lab starts
 # from fresh Debian hosts, a stop and start keeps what was installed, as a reboot does), with its
-# own mount, PID, UTS and IPC namespaces inside the lab's network namespace: its own /proc, a sysfs of its network namespace, its own bpffs at /sys/fs/bpf (pins
-# vanish when it stops, as at a reboot) and sshd listening on the namespace's 127.0.0.1:22. The
+# own mount, PID, UTS and IPC namespaces inside the lab's network namespace: its own /proc, a
+# sysfs of its network namespace, its own bpffs at /sys/fs/bpf (pins vanish when it stops, as at a
+# reboot) and sshd listening on the namespace's 127.0.0.1:22. The
 # controller reaches it through `ip netns exec NETNS nc 127.0.0.1 22` as the SSH ProxyCommand.
 # No systemd runs in it (like a container): the roles write their boot units without enabling them.
 set -euo pipefail
