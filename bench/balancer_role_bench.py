@@ -15,7 +15,6 @@ Usage: sudo .venv/bin/python bench/balancer_role_bench.py [--repeat 3] [--shape 
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+from bench_report import machine, report  # noqa: E402
 from control_plane_bench import _CALLBACK, compact, one_weight_changed, request  # noqa: E402
 
 PREFIX = "xkr-"
@@ -105,9 +105,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, BPF)")
-    results = {"machine": "%s, %d CPUs, %s, Python %s, load %.2f at start" % (
-        platform.node(), os.cpu_count(), platform.release(), platform.python_version(), os.getloadavg()[0]),
-        "vips": args.vips, "reals": args.reals}
+    results = {"machine": machine(), "vips": args.vips, "reals": args.reals}
     tmp = tempfile.mkdtemp(prefix="xdplb-role-bench-")
     try:
         for shape in (("distinct", "shared") if args.shape == "both" else (args.shape,)):
@@ -120,13 +118,9 @@ def main():
                 results[shape][step]["task_time_runs"] = [round(r[step]["task_time"], 1) for r in runs]
             for step in runs[0]:
                 results[shape][step]["slowest_of_first_run"] = runs[0][step]["slowest"]
-        results["load_end"] = os.getloadavg()[0]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Usage: python3 bench/control_plane_bench.py [--repeat 5] [--vips 512] [--reals 1
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -36,6 +35,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, ".build", "collections"))
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import (  # noqa: E402
     balancer, libbpf, maglev, maglev_kernel, vips, vipspec)
+
+from bench_report import machine, report  # noqa: E402
 
 OBJECT = os.path.join(REPO, "files", "bpf", "balancer.o")
 
@@ -206,10 +207,8 @@ def main():
         raise SystemExit("needs root (BPF maps)")
     pin_root = "/sys/fs/bpf/xdplb-bench-%d" % os.getpid()
     tmp = tempfile.mkdtemp(prefix="xdplb-bench-")
-    results = {"machine": "%s, %d CPUs, %s, Python %s, load %.2f at start" % (
-        platform.node(), os.cpu_count(), platform.release(), platform.python_version(), os.getloadavg()[0]),
-        "vips": args.vips, "reals": args.reals,
-        "maglev_kernel_loop": maglev_kernel.unavailable_reason(maglev.DEFAULT_RING_SIZE) or "available"}
+    results = {"machine": machine(), "vips": args.vips, "reals": args.reals,
+               "maglev_kernel_loop": maglev_kernel.unavailable_reason(maglev.DEFAULT_RING_SIZE) or "available"}
     try:
         for shared in (False, True):
             label = "shared" if shared else "distinct"
@@ -233,14 +232,10 @@ def main():
                 mruns = [module_run(req, pin_root, tmp, use_src) for _run in range(args.repeat)]
                 results["module_%s_%s" % (label, "src" if use_src else "compact")] = \
                     {k: median(mruns, k) for k in mruns[0]}
-        results["load_end"] = os.getloadavg()[0]
     finally:
         unpin(pin_root)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Usage: sudo .venv/bin/python bench/site_connection_bench.py [--repeat 3] [--json
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -23,6 +22,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from bench_report import machine, report  # noqa: E402
+
 SERVICE = os.path.join(REPO, "molecule", "ssh", "ssh-vars.yml")
 LABS = {
     "netns": {"lab_prefix": "xkc-", "lab_ssh": False, "lab_state_root": "/run/xdplb-bench-netns",
@@ -80,8 +82,7 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, BPF, sshd in the lab)")
-    results = {"machine": "%s, %d CPUs, %s, Python %s, load %.2f at start" % (
-        platform.node(), os.cpu_count(), platform.release(), platform.python_version(), os.getloadavg()[0])}
+    results = {"machine": machine()}
     tmp = tempfile.mkdtemp(prefix="xdplb-site-bench-")
     runs = {kind: [] for kind in LABS}
     try:
@@ -95,11 +96,7 @@ def main():
                                 "runs": [round(r[step], 1) for r in kind_runs]} for step in ("from_empty", "no_change")}
     results["ssh_over_netns"] = {step: round(results["ssh"][step]["median"] / results["netns"][step]["median"], 2)
                                  for step in ("from_empty", "no_change")}
-    results["load_end"] = os.getloadavg()[0]
-    print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    report(results, args.json)
 
 
 if __name__ == "__main__":
