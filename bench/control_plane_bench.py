@@ -39,6 +39,8 @@ from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import lib
 
 from bench_report import machine, report  # noqa: E402
 
+from bench_report import machine, report  # noqa: E402
+
 OBJECT = os.path.join(REPO, "files", "bpf", "balancer.o")
 
 _CALLBACK = '''
