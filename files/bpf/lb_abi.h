@@ -323,4 +323,40 @@ struct decap_stat {
 };
 /* ---- decap ABI end ---- */
 
+/* ---- health-check encapsulation ABI (owned by hc_encap.c) begin ---- */
+/*
+ * The balancer agent's checks travel the data path (docs/health.md): a check
+ * socket of the agent carries SO_MARK = the mark of its real, and hc_encap on
+ * the balancer interface's tc egress wraps every packet with a known mark in
+ * the outer header a client's packet would get (IPIP, IP6IP6 or 4in6) towards
+ * that real. The inner destination stays the VIP, so a check fails exactly
+ * when traffic would. Same conventions as above (16-byte network-order
+ * addresses + LB_FAMILY_*, explicit padding).
+ *
+ * Memory: hc_reals HC_MAX_REALS * ~100 B = ~400 KiB at 4096 (hash,
+ * preallocated); hc_stats 16 B * HC_STAT_MAX per CPU.
+ */
+#ifndef HC_MAX_REALS
+#define HC_MAX_REALS 4096
+#endif
+
+/* ---- hc_reals: HASH[HC_MAX_REALS], __u32 mark -> struct hc_real ----
+ * Packets whose mark is not a key leave untouched: the program is on the
+ * balancer's own egress and must never change anyone else's traffic. */
+struct hc_real {
+	__be32 src[4];  /* outer source: the balancer's own address */
+	__be32 dst[4];  /* outer destination: the real */
+	__u32 family;   /* LB_FAMILY_V4 / LB_FAMILY_V6, of the outer header */
+	__u32 flags;    /* reserved: write 0 */
+};
+
+/* ---- hc_stats: PERCPU_ARRAY[HC_STAT_MAX] of struct lb_stats, by HC_STAT_* ---- */
+#define HC_STAT_ENCAP_V4 0 /* wrapped in outer IPv4 (IPIP) */
+#define HC_STAT_ENCAP_V6 1 /* wrapped in outer IPv6 (IP6IP6, 4in6) */
+#define HC_STAT_ERROR    2 /* marked but not wrapped: IPv6 in IPv4, or the
+			    * kernel refused to resize (dropped: a check
+			    * must never leave unwrapped) */
+#define HC_STAT_MAX      3
+/* ---- health-check encapsulation ABI end ---- */
+
 #endif /* LB_ABI_H */

@@ -783,11 +783,12 @@ class TestRun:
         return "TestRun(retval=%d, len=%d, duration=%d)" % (self.retval, len(self.data), self.duration)
 
 
-def prog_test_run(prog_fd, data, repeat=1, data_out_size=None):
+def prog_test_run(prog_fd, data, repeat=1, data_out_size=None, ctx=None):
     """Run prog on data. data_out_size defaults to len(data)+256: room for encapsulation headers.
 
     repeat>1 re-runs on the already modified packet (kernel behaviour), so only
-    use it for programs that do not rewrite the packet.
+    use it for programs that do not rewrite the packet. ctx: the context's bytes (a tc
+    program's struct __sk_buff, e.g. to give the packet a mark).
     """
     data = bytes(data)
     out_len = data_out_size if data_out_size is not None else len(data) + 256
@@ -796,6 +797,10 @@ def prog_test_run(prog_fd, data, repeat=1, data_out_size=None):
     opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.cast(din, ctypes.c_void_p),
                         data_out=ctypes.cast(dout, ctypes.c_void_p), data_size_in=len(data),
                         data_size_out=out_len, repeat=repeat)
+    if ctx is not None:
+        cin = ctypes.create_string_buffer(bytes(ctx), len(ctx))
+        opts.ctx_in = ctypes.cast(cin, ctypes.c_void_p)
+        opts.ctx_size_in = len(ctx)
     _call("bpf_prog_test_run", _L().bpf.bpf_prog_test_run_opts, prog_fd, ctypes.byref(opts))
     return TestRun(opts.retval, dout.raw[:opts.data_size_out], opts.duration)
 

@@ -4,7 +4,11 @@ The responder answers every TCP line and every UDP datagram with
 ``<name> <client-address> <client-port>\\n`` so a probe from the client learns which backend
 served it and whether the backend saw the client's real address (DSR keeps it).
 It listens on the IPv6 wildcard with V6ONLY off, so it answers on every local address —
-including VIPs bound to lo — for both families. It exits by itself after ``lifetime`` seconds.
+including VIPs bound to lo — for both families. A UDP answer leaves from the address the datagram
+was sent to (IPV6_PKTINFO), as a DSR service must: a client's connected socket, and the balancer
+agent's udp check, drop a reply from the backend's own address. A TCP request that starts with
+``GET `` gets an HTTP/1.0 answer (status 200, the same line as body) for http checks.
+It exits by itself after ``lifetime`` seconds.
 """
 
 import errno
@@ -25,8 +29,20 @@ def _listeners(port):
     tcp.listen(128)
     udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
     udp.bind(("::", port))
     return tcp, udp
+
+
+def _answer_udp(udp, name):
+    data, ancillary, _flags, addr = udp.recvmsg(2048, socket.CMSG_SPACE(20))
+    reply = f"{name} {_peer(addr)} {addr[1]}\n".encode()
+    for level, kind, value in ancillary:
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+            # in6_pktinfo: the destination address, then the arrival ifindex (0 here: any device).
+            udp.sendmsg([reply], [(level, kind, value[:16] + bytes(4))], 0, addr)
+            return
+    udp.sendto(reply, addr)
 
 
 def _peer(addr):
@@ -47,8 +63,7 @@ def serve(name, port, lifetime, hold_seconds=0.0):
                 conn, addr = tcp.accept()
                 conns[conn] = (addr, b"")
             elif sock is udp:
-                data, addr = udp.recvfrom(2048)
-                udp.sendto(f"{name} {_peer(addr)} {addr[1]}\n".encode(), addr)
+                _answer_udp(udp, name)
             else:
                 addr, buf = conns[sock]
                 try:
@@ -60,6 +75,15 @@ def serve(name, port, lifetime, hold_seconds=0.0):
                     del conns[sock]
                     continue
                 buf += data
+                if buf.startswith(b"GET "):
+                    if b"\r\n\r\n" in buf:  # the whole request head: answer and close
+                        body = f"{name} {_peer(addr)} {addr[1]}\n".encode()
+                        sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                        sock.close()
+                        del conns[sock]
+                    else:
+                        conns[sock] = (addr, buf)
+                    continue
                 while b"\n" in buf:
                     buf = buf.split(b"\n", 1)[1]
                     sock.sendall(f"{name} {_peer(addr)} {addr[1]}\n".encode())
