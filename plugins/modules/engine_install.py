@@ -189,7 +189,8 @@ def _shipped():
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import (  # noqa: F401
         balancer, maglev, maglev_kernel, statefile, viprequest, vips, vipspec)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import (  # noqa: F401
-        abi, bpfmap, btf, decap_abi, libbpf, program)
+        abi, bpfmap, btf, decap_abi, hc, hc_abi, libbpf, program)
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.health import checks, monitor  # noqa: F401
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab, labflows, labtraffic  # noqa: F401
 
 

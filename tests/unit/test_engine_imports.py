@@ -3,7 +3,8 @@
 Read from the source (ast), function-level imports included: a lazy import is still a dependency.
 
     entry points  cli, __main__, install      may import anything in the engine
-    lab/                                      lab, balancer, backend, bpf, shared helpers
+    lab/          health/                     lab: balancer, backend, bpf, shared helpers;
+                                              health (the balancer agent): balancer, bpf, shared
     balancer/     backend/                    their own package, bpf, shared helpers (not each other)
     bpf/                                      bpf, shared helpers
     shared        errors validate document netlink hostnet   shared helpers only
@@ -26,7 +27,8 @@ ALLOWED = {
     "balancer": {"balancer", "bpf", "shared"},
     "backend": {"backend", "bpf", "shared"},
     "lab": {"lab", "balancer", "backend", "bpf", "shared"},
-    "entry": {"entry", "lab", "balancer", "backend", "bpf", "shared"},
+    "health": {"health", "balancer", "bpf", "shared"},
+    "entry": {"entry", "lab", "health", "balancer", "backend", "bpf", "shared"},
 }
 
 
