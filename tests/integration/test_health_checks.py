@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare")
 
 @pytest.fixture(scope="module")
 def results():
-    script = "ip link set lo up && exec %s %s %s" % (sys.executable, os.path.join(HERE, "health_checks_guest.py"),
-                                                   COLLECTIONS)
+    guest = os.path.join(HERE, "health_checks_guest.py")
+    script = "ip link set lo up && exec %s %s %s" % (sys.executable, guest, COLLECTIONS)
     out = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60, check=True)
     return json.loads(out.stdout)
 

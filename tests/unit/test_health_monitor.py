@@ -27,7 +27,7 @@ def _monitor(specs, states=None):
 
 def test_falls_after_fall_failures_and_rises_after_rise_successes():
     mon, changes = _monitor({"a": _spec()})
-    for _ in range(2):
+    for _attempt in range(2):
         mon._record("a", Result(False, "connection refused"))
     assert mon.states["a"]["state"] == "up" and not changes
     mon._record("a", Result(False, "connection refused"))
