@@ -126,6 +126,14 @@ options:
         C(object), C(interface), C(mode), C(config), ...); a field it would refuse fails the task
         before anything changes, named as C(content.mode) or C(src.mode).
     type: path
+  health_state_file:
+    description:
+      - The balancer agent's health state file. When given, the configured weights are applied
+        through the current health (read under the pin-root lock): a real the file says is down gets
+        weight 0, a drained real (weight 0) stays 0, and when every real of a VIP is down the VIP
+        fails open (keeps the weights it has in the kernel). A missing file means every real is up.
+      - O(keep_as) still keeps the configured weights, not the effective ones.
+    type: path
   purge:
     description: With O(vips) or O(src), remove every VIP of the balancer that is not listed.
     type: bool
@@ -289,6 +297,13 @@ kept:
   returned: when O(keep_as) is given
   type: bool
   sample: true
+health:
+  description:
+    - With O(health_state_file), the VIPs with a real down or failing open, by key, each with C(down)
+      (the addresses of the reals that are down) and C(fail_open).
+  returned: when O(health_state_file) is given
+  type: dict
+  sample: {"192.0.2.10:80/tcp": {down: [10.1.0.13], fail_open: false}}
 keep_pending:
   description: In check mode, whether O(keep_as) would be written (its bytes differ); V(false) otherwise.
   returned: when O(keep_as) is given
@@ -327,6 +342,7 @@ def main():
             src=dict(type="path"),
             content=dict(type="str", no_log=True),
             keep_as=dict(type="path"),
+            health_state_file=dict(type="path"),
             purge=dict(type="bool", default=False),
             ring_size=dict(type="int"),
         ),

@@ -23,7 +23,9 @@ def test_normalises_a_valid_request():
                                   reals=["2001:db8:1::2", {"address": "2001:0db8:1::1", "weight": 5}])])
     assert out == [{"address": "2001:db8::a", "port": 80, "protocol": "udp", "flags": ["dport_hash", "no_sport"],
                     "icmp_echo": True, "key": "[2001:db8::a]:80/udp",
-                    "reals": [{"address": "2001:db8:1::1", "weight": 5}, {"address": "2001:db8:1::2", "weight": 1}]}]
+                    "reals": [{"address": "2001:db8:1::1", "weight": 5}, {"address": "2001:db8:1::2", "weight": 1}],
+                    "health": {"kind": "tcp", "port": 80, "interval": 1.0, "timeout": 1.0, "rise": 2, "fall": 3,
+                               "path": "/", "host": "", "status": [200], "payload": "", "expect": ""}}]
 
 
 def test_order_of_reals_and_flags_does_not_matter():
@@ -101,7 +103,7 @@ def test_echo_follows_the_vip_that_sets_it():
 
 
 def test_too_many_vips_and_reals():
-    e = error([vip(port=p) for p in range(4)], max_vips=3)
+    e = error([vip(port=p) for p in range(1, 5)], max_vips=3)
     assert e.field == "vips" and "4 VIPs exceed the 3" in str(e)
     many = [vip(reals=["10.1.%d.%d" % (i // 250, i % 250) for i in range(8)])]
     e = error(many, max_reals=8)

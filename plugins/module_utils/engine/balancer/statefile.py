@@ -11,6 +11,8 @@ accepts. The rules that protect a fleet's configuration:
   the restore reads); other keys are optional, null meaning "not given".
 * Unknown keys, at the top level, in ``config``, in a VIP or a real, are errors: a misspelt key
   would otherwise be silently ignored.
+* ``health`` (optional) holds the balancer-wide health check defaults (healthspec); each VIP may
+  have its own ``health``. They reach the agent and lb_vip's diff, never the kernel maps.
 * A file is read whole only up to MAX_BYTES; a directory, binary or truncated file is refused.
 
 Every error is a StateFileError naming the field by its path in the document and quoting the
@@ -18,7 +20,7 @@ value cut with errors.show. Relative imports and stdlib only, no Ansible imports
 """
 import os
 
-from . import balancer, vipspec
+from . import balancer, healthspec, vipspec
 from .. import document, validate
 from ..bpf import program
 from ..document import fail as _fail
@@ -26,7 +28,7 @@ from ..errors import EngineError, StateFileError, key_path, show
 
 STATE_VERSION = 1
 STATE_KEYS = ("version", "object", "program", "interface", "mode", "pin_root", "config", "vips",
-              "purge", "ring_size")
+              "purge", "ring_size", "health")
 CONFIG_KEYS = ("interface", "gateway_mac", "gateway", "source_mode", "source_v4", "source_v6",
                "max_packet_size")
 _CONFIG_TEXT = ("interface", "gateway_mac", "gateway", "source_mode", "source_v4", "source_v6")
@@ -134,7 +136,11 @@ def parse_settings(data, prefix="", restore=True):
     purge = data.get("purge")
     if purge is not None and not isinstance(purge, bool):
         _fail(_join(prefix, "purge"), purge, "must be true or false")
-    return {"object": data.get("object"), "program": prog, "interface": interface, "mode": mode,
+    try:
+        health = healthspec.parse_defaults(data.get("health"), _join(prefix, "health"))
+    except EngineError as exc:
+        raise StateFileError(exc.msg, field=exc.field, value=exc.value)
+    return {"health": health, "object": data.get("object"), "program": prog, "interface": interface, "mode": mode,
             "pin_root": pin_root or balancer.DEFAULT_PIN_ROOT, "config": cfg,
             "purge": True if purge is None else purge, "purge_given": purge is not None, "ring_size": ring_size}
 
@@ -162,7 +168,7 @@ def parse_state(data, prefix="", restore=True):
         raise StateFileError("%s: [] removes every VIP of the balancer at restore; add \"purge\": true to the state "
                              "file to mean it" % _join(prefix, "vips"), field=_join(prefix, "vips"), value=[])
     try:
-        parsed = vipspec.parse_vips(raw, path=_join(prefix, "vips"))
+        parsed = vipspec.parse_vips(raw, path=_join(prefix, "vips"), health=settings["health"])
     except StateFileError:
         raise
     except EngineError as exc:

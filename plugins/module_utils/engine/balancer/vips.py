@@ -499,12 +499,19 @@ def _write_vip(bal, ctl, u):
 
 # ------------------------------------------------------------------ entry point
 def ensure(pin_root, vips=(), remove=(), purge=False, ring_size=None, check_mode=False,
-           want_diff=False, on_step=None):
+           want_diff=False, on_step=None, overlay=None, on_done=None):
     """Make the balancer's VIPs match. `vips`: normalised VIPs (vipspec.parse_vips/parse_vip).
 
     purge=True removes every VIP not listed; `remove` lists VIP keys to delete. Returns
     Plan.result() (plus 'ring_size'), with 'changed' telling whether anything was (or, in check
     mode, would be) written.
+
+    Two hooks run while the pin-root lock is held (check mode takes no lock: they run all the
+    same, unlocked, and must write nothing then):
+    overlay(vips, state) -> the VIPs to plan with (same keys and reals, other weights: the health
+    overlay), given the State just read (state.spec(key) has the kernel's weights now);
+    on_done(result) after the writes (or the plan, when nothing changed or in check mode), e.g.
+    to keep the state file before another writer can change the maps.
     """
     vips = list(vips)
     with vipspec.gc_paused(), Balancer(pin_root) as bal:
@@ -513,6 +520,8 @@ def ensure(pin_root, vips=(), remove=(), purge=False, ring_size=None, check_mode
         if not check_mode:
             bal.lock()
         state = bal.read()
+        if overlay is not None:
+            vips = list(overlay(vips, state))
         try:
             p = plan(bal, state, vips, remove=remove, purge=purge, ring_size=ring_size,
                      want_diff=want_diff, check_mode=check_mode, needed=needed)
@@ -524,4 +533,7 @@ def ensure(pin_root, vips=(), remove=(), purge=False, ring_size=None, check_mode
             except EngineError as exc:
                 exc.partial = True  # some maps written: the next run repairs them (see balancer.py)
                 raise
-        return p.result()
+        result = p.result()
+        if on_done is not None:
+            on_done(result)
+        return result

@@ -21,7 +21,7 @@ import ipaddress
 import operator
 import socket
 
-from . import maglev
+from . import healthspec, maglev
 from ..bpf import abi
 from ..errors import EngineError, key_path, show
 
@@ -32,7 +32,7 @@ FLAGS = {
 }
 PROTOCOLS = ("tcp", "udp")
 MAX_WEIGHT = 65535
-VIP_FIELDS = ("address", "port", "protocol", "flags", "icmp_echo", "reals")
+VIP_FIELDS = ("address", "port", "protocol", "flags", "icmp_echo", "reals", "health")
 REAL_FIELDS = ("address", "weight")
 
 
@@ -261,8 +261,21 @@ def _reals(reals_raw, rpath, vip_ip, cache):
     return [{"address": r[2], "weight": r[3]} for r in out]
 
 
-def parse_vip(raw, path="", cache=None):
-    """One VIP request (a dict) -> normalised VIP. `path` prefixes field names in errors."""
+def _health(raw, port, path, cache, defaults):
+    """The VIP's resolved health spec; the defaults' own spec is built once per request."""
+    base = cache.get("health")
+    if base is None:
+        defaults = healthspec.parse_defaults(None) if defaults is None else defaults
+        base = cache["health"] = (defaults, healthspec.base_spec(defaults))
+    hpath = _join(path, "health")
+    if raw is None:
+        return healthspec.for_port(base[1], port, hpath)
+    return healthspec.resolve(raw, port, base[0], hpath)
+
+
+def parse_vip(raw, path="", cache=None, health=None):
+    """One VIP request (a dict) -> normalised VIP. `path` prefixes field names in errors;
+    `health`: the balancer-wide health defaults (healthspec.parse_defaults), None for the built-in ones."""
     cache = {} if cache is None else cache
     if not isinstance(raw, dict):
         fail(path or "vip", raw, "must be a mapping with address, port, protocol and reals")
@@ -285,22 +298,24 @@ def parse_vip(raw, path="", cache=None):
         "flags": _flags(raw.get("flags"), _join(path, "flags")),
         "icmp_echo": True if echo is None else echo,
         "reals": reals, "key": key_text(ip.compressed, port, proto),
+        "health": _health(raw.get("health"), port, path, cache, health),
     }
 
 
-def parse_vips(raw_list, path="vips", max_vips=abi.MAX_VIPS, max_reals=abi.MAX_REALS):
-    """The whole set form: every VIP valid, no duplicates, within the map sizes."""
+def parse_vips(raw_list, path="vips", max_vips=abi.MAX_VIPS, max_reals=abi.MAX_REALS, health=None):
+    """The whole set form: every VIP valid, no duplicates, within the map sizes. `health`: the
+    balancer-wide health defaults (healthspec.parse_defaults), None for the built-in ones."""
     with gc_paused():
-        return _parse_vips(raw_list, path, max_vips, max_reals)
+        return _parse_vips(raw_list, path, max_vips, max_reals, health)
 
 
-def _parse_vips(raw_list, path, max_vips, max_reals):
+def _parse_vips(raw_list, path, max_vips, max_reals, health):
     if not isinstance(raw_list, (list, tuple)):
         fail(path, raw_list, "must be a list of VIPs")
     vips, seen, echo, cache = [], {}, {}, {}
     for i, raw in enumerate(raw_list):
         vpath = "%s[%d]" % (path, i)
-        vip = parse_vip(raw, vpath, cache)
+        vip = parse_vip(raw, vpath, cache, health)
         if vip["key"] in seen:
             fail(vpath, vip["key"], "is listed twice (also %s[%d])" % (path, seen[vip["key"]]))
         seen[vip["key"]] = i
