@@ -378,13 +378,22 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
             u["action"] = "unchanged"
         else:
             u["action"] = "added" if c is None else "changed"
-    rings = _fork_map(_ring_job, [job[1] for job in jobs]) if jobs else []
-    for (u, _job), ring in zip(jobs, rings):
-        new = array.array("I", ring)
+    # VIPs with the same reals, indices and size get the same ring (a pool of reals shared by many
+    # VIPs, and every one of them changes when a shared real falls): each distinct ring is built,
+    # laid out and compared once. Installed rings stay one inner map per VIP, swapped as before.
+    distinct, which = {}, []
+    for _u, (reals, idxs, sz) in jobs:
+        which.append(distinct.setdefault((tuple(reals), tuple(idxs), sz), len(distinct)))
+    built = _fork_map(_ring_job, list(distinct)) if jobs else []
+    rings = [array.array("I", ring) for ring in built]
+    layouts = [abi.ring_slots(ring) for ring in rings]
+    counted = {}  # (distinct ring, first bytes of an old ring) -> [(old ring bytes, slots changed)]
+    for (u, _job), d in zip(jobs, which):
+        new, blob = rings[d], layouts[d]
         num = u["vip_num"]
-        old = state.ring(num) if not u["new"] and num in state.ring_ids else None
-        if old is not None and len(old) == len(new):
-            u["slots"] = sum(map(operator.ne, old, new))
+        old = abi.ring_read_slots(bal.maps[abi.MAP_RINGS], num) if not u["new"] and num in state.ring_ids else None
+        if old is not None and len(old) == len(blob):
+            u["slots"] = 0 if old == blob else _slots_changed(counted, d, old, new)
         else:
             u["slots"] = len(new)
         if old is not None and u["slots"] == 0:
@@ -393,6 +402,7 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
             u["ring_id"] = state.ring_ids[num]
         else:
             u["ring"] = new
+            u["ring_slots"] = blob
             u["ring_written"] = True
     for u in p.upserts:
         v, k = u["vip"], u["key"]
@@ -405,6 +415,19 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
         p.changes.append(entry)
         if u["action"] != "unchanged":
             p.before[k], p.after[k] = _diff_view(u["before"]), _diff_view(v)
+
+
+def _slots_changed(counted, d, old, new):
+    """Slots in which `old` (an installed ring's bytes, abi.ring_slots' layout) differs from `new`
+    (distinct ring number `d`), counted once per distinct pair: the old rings of VIPs that shared
+    their reals are equal too. Candidates are found by their first bytes, then compared whole."""
+    bucket = counted.setdefault((d, old[:4096]), [])
+    for seen, n in bucket:
+        if seen == old:
+            return n
+    n = sum(map(operator.ne, array.array("I", old)[0::2], new))
+    bucket.append((old, n))
+    return n
 
 
 def _count(p, size):
@@ -471,7 +494,7 @@ def _install_rings(bal, upserts):
     inner = {}
     try:
         for u in upserts:
-            inner[u["vip_num"]] = abi.ring_new(u["ring"])
+            inner[u["vip_num"]] = abi.ring_new(u["ring"], slots=u.get("ring_slots"))
         abi.rings_install(bal.maps[abi.MAP_RINGS], inner)
     finally:
         for m in inner.values():
