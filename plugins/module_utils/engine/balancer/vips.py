@@ -379,21 +379,23 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
         else:
             u["action"] = "added" if c is None else "changed"
     # VIPs with the same reals, indices and size get the same ring (a pool of reals shared by many
-    # VIPs, and every one of them changes when a shared real falls): each distinct ring is built,
-    # laid out and compared once. Installed rings stay one inner map per VIP, swapped as before.
+    # VIPs, and every one of them changes when a shared real falls): each distinct ring is built
+    # once, and compared once with each distinct installed ring. Every VIP still gets an inner map
+    # of its own, swapped in as before; the arrays are shared read-only between upserts.
     distinct, which = {}, []
     for _u, (reals, idxs, sz) in jobs:
         which.append(distinct.setdefault((tuple(reals), tuple(idxs), sz), len(distinct)))
-    built = _fork_map(_ring_job, list(distinct)) if jobs else []
-    rings = [array.array("I", ring) for ring in built]
-    layouts = [abi.ring_slots(ring) for ring in rings]
-    counted = {}  # (distinct ring, first bytes of an old ring) -> [(old ring bytes, slots changed)]
+    rings = [array.array("I", ring) for ring in (_fork_map(_ring_job, list(distinct)) if jobs else [])]
+    counted = {}
     for (u, _job), d in zip(jobs, which):
-        new, blob = rings[d], layouts[d]
+        new = rings[d]
         num = u["vip_num"]
-        old = abi.ring_read_slots(bal.maps[abi.MAP_RINGS], num) if not u["new"] and num in state.ring_ids else None
-        if old is not None and len(old) == len(blob):
-            u["slots"] = 0 if old == blob else _slots_changed(counted, d, old, new)
+        old = None
+        if not u["new"] and num in state.ring_ids:
+            raw = abi.ring_read_slots(bal.maps[abi.MAP_RINGS], num)
+            old = array.array("I", raw)[0::2] if raw is not None else None
+        if old is not None and len(old) == len(new):
+            u["slots"] = 0 if old == new else _slots_changed(counted.setdefault(d, []), old, new)
         else:
             u["slots"] = len(new)
         if old is not None and u["slots"] == 0:
@@ -402,7 +404,6 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
             u["ring_id"] = state.ring_ids[num]
         else:
             u["ring"] = new
-            u["ring_slots"] = blob
             u["ring_written"] = True
     for u in p.upserts:
         v, k = u["vip"], u["key"]
@@ -417,16 +418,22 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
             p.before[k], p.after[k] = _diff_view(u["before"]), _diff_view(v)
 
 
-def _slots_changed(counted, d, old, new):
-    """Slots in which `old` (an installed ring's bytes, abi.ring_slots' layout) differs from `new`
-    (distinct ring number `d`), counted once per distinct pair: the old rings of VIPs that shared
-    their reals are equal too. Candidates are found by their first bytes, then compared whole."""
-    bucket = counted.setdefault((d, old[:4096]), [])
-    for seen, n in bucket:
-        if seen == old:
+# Installed rings remembered per new ring with their slot counts: VIPs that shared a pool of reals
+# before share their old ring too. A few, so that 512 VIPs moving from distinct rings to one pool
+# do not hold all 512 old rings at once.
+_COUNTED = 4
+
+
+def _slots_changed(seen, old, new):
+    """Slots in which the installed ring `old` differs from `new` (arrays of equal length), each
+    distinct pair counted once; `seen`: [(old ring, count)] of earlier VIPs with the same `new`."""
+    for ring, n in seen:
+        if ring == old:
             return n
-    n = sum(map(operator.ne, array.array("I", old)[0::2], new))
-    bucket.append((old, n))
+    n = sum(map(operator.ne, old, new))
+    seen.append((old, n))
+    if len(seen) > _COUNTED:
+        del seen[0]
     return n
 
 
@@ -491,10 +498,15 @@ def apply(bal, p, on_step=None):
 
 def _install_rings(bal, upserts):
     """New rings for these upserts, swapped in with one batch update (see abi.rings_install)."""
-    inner = {}
+    inner, layouts = {}, {}
     try:
         for u in upserts:
-            inner[u["vip_num"]] = abi.ring_new(u["ring"], slots=u.get("ring_slots"))
+            # VIPs sharing a ring share its array (plan): its map layout is made once per batch.
+            ring = u["ring"]
+            slots = layouts.get(id(ring))
+            if slots is None:
+                slots = layouts[id(ring)] = abi.ring_slots(ring)
+            inner[u["vip_num"]] = abi.ring_new(ring, slots=slots)
         abi.rings_install(bal.maps[abi.MAP_RINGS], inner)
     finally:
         for m in inner.values():
