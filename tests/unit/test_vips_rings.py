@@ -37,7 +37,7 @@ def _state(installed):
     st.bal, st.addrs = None, {}
     st.real_addr = {i: a for a, i in INDEX.items()}
     st.real_order = {i: (4, bytes(map(int, a.split(".")))) for a, i in INDEX.items()}
-    st.vips, st.records, st.ring_ids, st.rings = {}, {}, {}, {}
+    st.vips, st.records, st.ring_ids, st.rings, st._decoded = {}, {}, {}, {}, {}  # pylint: disable=protected-access
     for num, (key, weights, ring) in installed.items():
         addr = key.split(":")[0]
         st.vips[key] = {"key": key, "address": addr, "port": 80, "protocol": "tcp", "vip_num": num, "flags": 0}
@@ -131,3 +131,26 @@ def test_ring_slots_layout_matches_ring_read():
     assert len(raw) == 8 * len(ring)
     assert list(array.array("I", raw)[0::2]) == ring and not any(array.array("I", raw)[1::2])
     assert struct.unpack_from("=I", raw, 16)[0] == 7
+
+
+def test_state_decodes_equal_records_once_and_hands_out_copies(monkeypatch):
+    weights = {REALS[2]: 3, REALS[0]: 1, REALS[1]: 0}
+    st = _state({1: ("10.99.0.1:80/tcp", weights, [1] * SIZE), 2: ("10.99.0.2:80/tcp", weights, [1] * SIZE),
+                 3: ("10.99.0.3:80/tcp", {REALS[3]: 2}, [4] * SIZE)})
+    st.vips["10.99.0.4:80/tcp"] = dict(st.vips["10.99.0.3:80/tcp"], key="10.99.0.4:80/tcp", vip_num=4)
+    st.ring_ids[4] = 1004
+    monkeypatch.setattr(balancer.State, "ring", lambda self, num: [0, 4, 2, 4])  # no record: the ring tells
+    ring_id, rec = st.record(1)
+    assert ring_id == 1001 and rec == {1: 1, 2: 0, 3: 3}
+    rec[1] = 99  # a caller's change stays its own
+    assert st.record(2) == (1002, {1: 1, 2: 0, 3: 3})
+    assert len(st._decoded) == 1  # pylint: disable=protected-access
+    want = [{"address": REALS[0], "weight": 1}, {"address": REALS[1], "weight": 0}, {"address": REALS[2], "weight": 3}]
+    assert st.spec("10.99.0.1:80/tcp")["reals"] == want == st.spec("10.99.0.2:80/tcp")["reals"]
+    st.spec("10.99.0.1:80/tcp")["reals"][0]["weight"] = 7
+    assert st.spec("10.99.0.1:80/tcp")["reals"] == want
+    assert st.spec("10.99.0.3:80/tcp")["reals"] == [{"address": REALS[3], "weight": 2}]
+    assert len(st._decoded) == 2  # pylint: disable=protected-access
+    assert st.spec("10.99.0.4:80/tcp")["reals"] == [{"address": REALS[1], "weight": None},
+                                                      {"address": REALS[3], "weight": None}]
+    assert st.record(4) == (0, {})
