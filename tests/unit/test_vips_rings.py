@@ -113,12 +113,12 @@ def test_an_installed_ring_equal_to_the_new_one_is_kept(planner):
 
 def test_slots_changed_counts_each_installed_ring_once_and_remembers_a_few(monkeypatch):
     new = array.array("I", [1] * 2000)
-    olds = [array.array("I", [1] * (2000 - n) + [2] * n) for n in range(1, 7)]
+    olds = [abi.ring_slots([1] * (2000 - n) + [2] * n) for n in range(1, 7)]
     seen = []
     assert vips._slots_changed(seen, olds[0], new) == 1  # pylint: disable=protected-access
     assert vips._slots_changed(seen, olds[1], new) == 2  # pylint: disable=protected-access
     monkeypatch.setattr(vips, "operator", None)  # a count now would fail: the equal ring is found
-    assert vips._slots_changed(seen, array.array("I", olds[0]), new) == 1  # pylint: disable=protected-access
+    assert vips._slots_changed(seen, bytes(bytearray(olds[0])), new) == 1  # pylint: disable=protected-access
     monkeypatch.undo()
     for old in olds:
         vips._slots_changed(seen, old, new)  # pylint: disable=protected-access

@@ -5,6 +5,7 @@ the exact ring changes); apply() performs the writes in the order documented in 
 ensure() is the entry point the modules and the CLI use.
 """
 import array
+import collections
 import operator
 import os
 import pickle
@@ -386,18 +387,28 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
     for _u, (reals, idxs, sz) in jobs:
         which.append(distinct.setdefault((tuple(reals), tuple(idxs), sz), len(distinct)))
     rings = [array.array("I", ring) for ring in (_fork_map(_ring_job, list(distinct)) if jobs else [])]
-    counted = {}
+    # Installed rings are compared as the bytes of their maps (one memcmp) with the new ring laid
+    # out the same way, and with the installed rings already counted; a ring's layout and counts
+    # are dropped after its last VIP, so distinct rings never pile up.
+    left = collections.Counter(which)
+    layouts, counted = {}, {}
     for (u, _job), d in zip(jobs, which):
         new = rings[d]
         num = u["vip_num"]
         old = None
         if not u["new"] and num in state.ring_ids:
-            raw = abi.ring_read_slots(bal.maps[abi.MAP_RINGS], num)
-            old = array.array("I", raw)[0::2] if raw is not None else None
-        if old is not None and len(old) == len(new):
-            u["slots"] = 0 if old == new else _slots_changed(counted.setdefault(d, []), old, new)
+            old = abi.ring_read_slots(bal.maps[abi.MAP_RINGS], num)
+        if old is not None and len(old) == abi.RING_SLOT_BYTES * len(new):
+            layout = layouts.get(d)
+            if layout is None:
+                layout = layouts[d] = abi.ring_slots(new)
+            u["slots"] = 0 if old == layout else _slots_changed(counted.setdefault(d, []), old, new)
         else:
             u["slots"] = len(new)
+        left[d] -= 1
+        if not left[d]:
+            layouts.pop(d, None)
+            counted.pop(d, None)
         if old is not None and u["slots"] == 0:
             # Same ring (e.g. weights scaled together, or a record lost to an interruption):
             # only the record is rewritten, pointing at the live ring.
@@ -425,12 +436,13 @@ _COUNTED = 4
 
 
 def _slots_changed(seen, old, new):
-    """Slots in which the installed ring `old` differs from `new` (arrays of equal length), each
-    distinct pair counted once; `seen`: [(old ring, count)] of earlier VIPs with the same `new`."""
+    """Slots in which the installed ring `old` (its map's bytes, abi.ring_slots' layout) differs
+    from `new` (an array of as many slots), each distinct pair counted once; `seen`: [(old ring,
+    count)] of earlier VIPs with the same `new`."""
     for ring, n in seen:
         if ring == old:
             return n
-    n = sum(map(operator.ne, old, new))
+    n = sum(map(operator.ne, array.array("I", old)[0::2], new))
     seen.append((old, n))
     if len(seen) > _COUNTED:
         del seen[0]

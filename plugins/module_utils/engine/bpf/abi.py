@@ -525,9 +525,13 @@ def global_stats(global_map):
 
 
 # ---------------------------------------------------------------- rings
+# An mmapable array's entries are 8-byte aligned: a 4-byte ring slot takes 8 bytes of the map.
+RING_SLOT_BYTES = 8
+
+
 def ring_slots(values):
     """Ring values laid out as the mmapable array stores them: one 8-byte slot per entry."""
-    slots = array.array("I", bytes(8 * len(values)))
+    slots = array.array("I", bytes(RING_SLOT_BYTES * len(values)))
     slots[0::2] = array.array("I", values)
     return slots.tobytes()
 
