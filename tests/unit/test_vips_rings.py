@@ -151,6 +151,6 @@ def test_state_decodes_equal_records_once_and_hands_out_copies(monkeypatch):
     assert st.spec("10.99.0.1:80/tcp")["reals"] == want
     assert st.spec("10.99.0.3:80/tcp")["reals"] == [{"address": REALS[3], "weight": 2}]
     assert len(st._decoded) == 2  # pylint: disable=protected-access
-    assert st.spec("10.99.0.4:80/tcp")["reals"] == [{"address": REALS[1], "weight": None},
-                                                      {"address": REALS[3], "weight": None}]
+    by_ring = [{"address": REALS[1], "weight": None}, {"address": REALS[3], "weight": None}]
+    assert st.spec("10.99.0.4:80/tcp")["reals"] == by_ring
     assert st.record(4) == (0, {})
