@@ -96,11 +96,11 @@ attempts:
   description: Attempts in the window.
   returned: always
   type: int
-ok:
+answered:
   description: Attempts a backend answered.
   returned: always
   type: int
-failed:
+failures:
   description: Attempts that failed (refused, timed out, closed without an answer).
   returned: always
   type: int

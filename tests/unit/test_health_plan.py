@@ -48,3 +48,12 @@ def test_marks_are_kept_across_reloads_and_new_reals_take_the_lowest_free_one():
     assert again == {"10.0.0.2": 102, "10.0.0.3": 101}
     with pytest.raises(ValueError, match="exceed the 1"):
         plan.marks({"10.0.0.2", "10.0.0.3"}, {}, 100, 1)
+
+
+def test_a_vip_on_every_port_is_not_checked_unless_its_health_gives_the_port():
+    vips = _vips([{"address": "10.99.0.10", "port": 0, "reals": ["10.30.1.2"]},
+                  {"address": "10.99.0.11", "port": 0, "reals": ["10.30.1.2"], "health": {"port": 22}}])
+    assert vips[0]["health"] == {"kind": "none"}
+    assert sorted(plan.build(vips)) == ["tcp:10.30.1.2:22@10.99.0.11"]
+    with pytest.raises(Exception, match=r"vips\[0\].health.port: .*is required"):
+        _vips([{"address": "10.99.0.10", "port": 0, "reals": ["10.30.1.2"], "health": {"kind": "http"}}])

@@ -171,5 +171,5 @@ def summarize(attempts, since=None, until=None):
             errors[error] = errors.get(error, 0) + 1
             first_failure = at if first_failure is None else first_failure
             last_failure = at
-    return {"attempts": ok + failed, "ok": ok, "failed": failed, "servers": servers, "errors": errors,
+    return {"attempts": ok + failed, "answered": ok, "failures": failed, "servers": servers, "errors": errors,
             "first_failure": first_failure, "last_failure": last_failure}
