@@ -94,7 +94,7 @@ vips:
       flags: []
       icmp_echo: true
       vip_num: 0
-      ring: {present: true, consistent: true}
+      ring: {present: true, consistent: true, id: 231}
       stats: {packets: 1200, bytes: 96000}
       reals: [{address: 10.1.0.11, weight: 100, index: 1, stats: {packets: 600, bytes: 48000}}]
 reals:

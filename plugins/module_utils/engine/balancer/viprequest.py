@@ -124,7 +124,9 @@ def _health_diff(before, desired, diff):
     plan shows anyway; `before` from the state file kept earlier (keep_as), after from the request."""
     after = {v["key"]: v["health"] for v in desired}
     shown = set(diff["before"]["vips"]) | set(diff["after"]["vips"])
-    keys = {k for k in after if before.get(k) != after[k]} | shown
+    # Without a kept file nothing is known of the health before: only the VIPs shown anyway get
+    # their health line (a diff of one weight must not list every VIP).
+    keys = ({k for k in after if before.get(k) != after[k]} if before else set()) | shown
     return {k: before[k] for k in keys if k in before}, {k: after[k] for k in keys if k in after}
 
 
