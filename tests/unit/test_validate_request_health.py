@@ -4,7 +4,6 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.xdplb.katran.plugins.action import validate_request as vr
 from test_validate_request import VIP, balancer_errors
 from test_role_agent import DEFAULTS, ROLE
 
