@@ -12,7 +12,7 @@ export ANSIBLE_FORCE_COLOR := 0
 SANITY_ROOT := .build/sanity/ansible_collections/xdplb/katran
 
 .PHONY: venv venv312 venv217 bpf demo demo-clean test sanity units units-newest units-oldest lint molecule \
-	molecule-fleet molecule-ssh molecule-ssh-newest kernel test-newest clean shell doc
+	molecule-health molecule-fleet molecule-ssh molecule-ssh-newest kernel test-newest clean shell doc
 
 venv:
 	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
@@ -84,6 +84,11 @@ lint: venv
 molecule: bpf
 	molecule test -s default
 
+# Health checks through the data path: the agent takes dead or misconfigured backends out of the
+# rings and back, under a steady stream of new connections.
+molecule-health: bpf
+	molecule test -s health
+
 # Fleet operations (2 balancers, 3 backends): failover, drain, rollout, reboot, distribution.
 molecule-fleet: bpf
 	molecule test -s fleet
@@ -101,7 +106,7 @@ molecule-ssh-newest: venv312 bpf
 kernel: bpf
 	XDPLB_KERNEL_TIER=1 python -m pytest -q tests/kernel
 
-test: venv bpf sanity units units-newest units-oldest lint molecule molecule-fleet molecule-ssh molecule-ssh-newest kernel
+test: venv bpf sanity units units-newest units-oldest lint molecule molecule-health molecule-fleet molecule-ssh molecule-ssh-newest kernel
 
 # A second pass with the newest ansible-core this machine's Pythons allow (2.21 on 3.12).
 test-newest: units-newest molecule-ssh-newest

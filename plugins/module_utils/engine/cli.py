@@ -4,6 +4,7 @@
     python3 -m xdplb_engine [--pin-root DIR] stats [--json]
     python3 -m xdplb_engine restore STATE_FILE [--check]
     python3 -m xdplb_engine backend-restore STATE_FILE [--check]
+    python3 -m xdplb_engine agent STATE_FILE [--health-state FILE] [--daemon --pidfile F --log-file F]
     python3 -m xdplb_engine [--pin-root DIR] save STATE_FILE [--object O] [--interface IF] [--mode M]
 
 The package runs under any name (copied to /usr/local/lib/xdplb/xdplb_engine, or inside the
@@ -16,12 +17,14 @@ no program attached.
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
 from . import document, netlink
 from .backend import backend_restore
 from .balancer import balancer, healthstate, statefile, vips
+from .health import agent
 from .bpf import libbpf, program
 from .errors import EngineError, StateFileError
 from .balancer.statefile import STATE_VERSION, parse_state
@@ -275,6 +278,33 @@ def save(path, pin_root, obj=None, interface=None, mode=None, out=sys.stdout):
     return EXIT_OK
 
 
+def run_agent(args, out=sys.stdout, err=sys.stderr):
+    """The agent in the foreground (systemd), or detached with --daemon: then an agent the pidfile
+    names already running is asked to reload (SIGHUP) instead, and the output says which."""
+    if args.daemon:
+        if not args.pidfile or not args.log_file:
+            raise UsageError("--daemon needs --pidfile and --log-file", field="pidfile")
+        pid = agent.running(args.pidfile)
+        if pid:
+            os.kill(pid, signal.SIGHUP)
+            out.write("running %d\n" % pid)
+            return EXIT_OK
+        # Checked here, in the foreground: a bad configuration fails the caller, not only the log.
+        agent.load(args.state_file, args.hc_object)
+        out.flush()
+        started = agent.daemonize(args.pidfile, args.log_file)
+        if started is None:
+            raise EngineError("the agent did not start: see %s" % args.log_file)
+        if started:
+            out.write("started %s\n" % started)
+            return EXIT_OK
+    try:
+        return agent.serve(agent.Agent(args.state_file, args.health_state, args.hc_object))
+    except agent.ConfigError as exc:
+        err.write("%s agent: error: %s\n" % (_prog(), exc.msg))
+        return EXIT_USAGE
+
+
 # ------------------------------------------------------------------ main
 def _parser():
     p = argparse.ArgumentParser(prog="python3 -m %s" % _prog(),
@@ -299,6 +329,13 @@ def _parser():
                        "rp_filter, arp_ignore, arp_announce, advmss)")
     s.add_argument("state_file")
     s.add_argument("--check", action="store_true", help="report what would change, change nothing")
+    s = sub.add_parser("agent", help="health checks through the data path; the rings follow health (runs until SIGTERM)")
+    s.add_argument("state_file", help="the balancer state file the restore reads")
+    s.add_argument("--health-state", default=healthstate.DEFAULT_PATH, help="the agent's own state (default %(default)s)")
+    s.add_argument("--hc-object", help="hc_encap.o (default: next to the state file's object)")
+    s.add_argument("--daemon", action="store_true", help="detach (hosts without systemd); needs --pidfile, --log-file")
+    s.add_argument("--pidfile")
+    s.add_argument("--log-file")
     s = sub.add_parser("save", help="write the running configuration as a state file (mode 0600)")
     s.add_argument("state_file")
     s.add_argument("--object")
@@ -321,6 +358,8 @@ def main(argv=None, out=sys.stdout, err=sys.stderr):
             return stats(args.pin_root, args.json, out)
         if args.command == "save":
             return save(args.state_file, args.pin_root, args.object, args.interface, args.mode, out)
+        if args.command == "agent":
+            return run_agent(args, out, err)
         if args.command == "backend-restore":
             changes = backend_restore.restore(backend_restore.load_state(args.state_file), check_mode=args.check)
             out.write("backend: %s\n" % ("; ".join(changes) if changes else "nothing to change"))

@@ -14,6 +14,9 @@ Resolved per-VIP spec (normalised VIPs carry it as ``health``): every key filled
     {"kind": "tcp", "port": 80, "interval": 1.0, "timeout": 1.0, "rise": 2, "fall": 3,
      "path": "/", "host": "", "status": [200], "payload": "", "expect": ""}
 
+A VIP on port 0 (every port) without a health mapping is not checked (kind none); one with a
+health mapping must give health.port or kind none.
+
 A timeout the VIP inherits is capped at the VIP's own interval (a VIP asking for checks every
 0.5 s with the default 1 s timeout means "time out before the next check"); a timeout given with
 an interval it exceeds is an error.
@@ -134,10 +137,11 @@ def base_spec(defaults):
 
 def for_port(base, port, path="health"):
     """The resolved spec of a VIP on `port` without a health mapping, from base_spec()."""
-    if base is None:
+    if base is None or not port:
+        # A VIP on every port (0) has no port to check unless its own health gives one: it is not
+        # checked, as before health checks existed (a state file kept by an older collection
+        # must still restore).
         return {"kind": "none"}
-    if not port:
-        _port_required(path, base["kind"])
     spec = dict(base, port=port)
     spec["status"] = list(base["status"])
     return spec

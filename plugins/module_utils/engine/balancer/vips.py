@@ -508,8 +508,9 @@ def ensure(pin_root, vips=(), remove=(), purge=False, ring_size=None, check_mode
 
     Two hooks run while the pin-root lock is held (check mode takes no lock: they run all the
     same, unlocked, and must write nothing then):
-    overlay(vips, state) -> the VIPs to plan with (same keys and reals, other weights: the health
-    overlay), given the State just read (state.spec(key) has the kernel's weights now);
+    overlay(vips, state) -> the VIPs to plan with (the health overlay: other weights; the agent's
+    re-read of the state file), given the State just read (state.spec(key) has the kernel's
+    weights now);
     on_done(result) after the writes (or the plan, when nothing changed or in check mode), e.g.
     to keep the state file before another writer can change the maps.
     """
@@ -521,7 +522,11 @@ def ensure(pin_root, vips=(), remove=(), purge=False, ring_size=None, check_mode
             bal.lock()
         state = bal.read()
         if overlay is not None:
+            # The overlay may plan with what it read under the lock (the agent re-reads the state
+            # file there): the reals it returns are the ones to allocate.
             vips = list(overlay(vips, state))
+            needed = vipspec.real_addresses(vips)
+            vipspec.check_limits(vips, "vips", bal.max_vips, bal.max_reals, reals=needed)
         try:
             p = plan(bal, state, vips, remove=remove, purge=purge, ring_size=ring_size,
                      want_diff=want_diff, check_mode=check_mode, needed=needed)

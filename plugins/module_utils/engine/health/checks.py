@@ -63,6 +63,9 @@ class Probe:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, spec["mark"])
             if kind != "udp":
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            if spec.get("device"):
+                # Out of the interface that carries hc_encap, whatever the routing table says.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, spec["device"].encode())
             if spec.get("source"):
                 s.bind((spec["source"], 0))
             rc = s.connect_ex((spec["address"], spec["port"]))

@@ -136,8 +136,8 @@ class Monitor:
         if new != old:
             st["state"], st["since"], st["reason"] = new, at, result.reason
             self.on_change(cid, old, new, result, dict(st))
-        elif new == "down" and not result.ok:
-            st["reason"] = result.reason
+        elif result.ok == (new == "up"):
+            st["reason"] = result.reason  # the newest result that agrees with the state
 
     def snapshot(self):
         """{id: {state, since, reason, last}} of every check."""

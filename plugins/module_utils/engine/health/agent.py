@@ -1,0 +1,424 @@
+"""The balancer agent: checks every real through the data path and makes the rings follow health.
+
+    python3 -m xdplb_engine agent /etc/xdplb/balancer.json --health-state /var/lib/xdplb/health.json
+
+It reads the state file the boot restore reads (the intent: VIPs, configured weights, health
+settings), runs the checks plan.build() derives from it (Monitor, one selector), and keeps its
+own findings in the health state file (healthstate). The kernel's rings get the configured
+weights through health (overlay.effective: down -> 0, a drain stays 0, all down -> fail open).
+
+Ansible and the agent never fight: both write rings with vips.ensure under the pin-root lock,
+and under that lock the agent re-reads the state file (lb_vip keeps it before releasing the lock)
+and writes its health file (lb_vip reads it there). So whichever runs second plans with what the
+other just wrote.
+
+Restart without flapping: the states are restored from the health file, checks start in them,
+and the first apply finds nothing to change. Stop (SIGTERM, SIGINT): the file is written, the tc
+filter removed, exit 0; the rings keep the weights they have. SIGHUP or a changed state file:
+reload, keeping the states of the checks that remain; a bad new file is logged and the running
+configuration kept. A bad configuration at start: ConfigError (exit 2 in the CLI).
+"""
+import os
+import signal
+import sys
+import time
+
+from . import plan as checkplan
+from .monitor import Monitor
+from ..balancer import balancer, healthstate, overlay, statefile, vips as vipsmod
+from ..bpf import hc, hc_abi
+from .. import hostnet
+from ..errors import EngineError, StateFileError, show
+
+WATCH_EVERY = 1.0      # state file changed? tc filter still ours? balancer loaded yet?
+PERSIST_EVERY = 2.0    # the health file's "last" results, between state changes
+RETRY_EVERY = 1.0      # an apply that failed (balancer not loaded, maps busy) is retried
+
+
+class ConfigError(StateFileError):
+    """The configuration cannot run: the CLI exits 2 with this message."""
+
+
+def _stat(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def load(state_file, hc_object=None):
+    """The agent's configuration from a balancer state file: {state (statefile.parse_state),
+    hc_object, stat}; ConfigError naming the file and the field."""
+    try:
+        _raw, data = statefile.read_document(state_file)
+        state = statefile.parse_state(data, restore=True)
+    except EngineError as exc:
+        raise ConfigError(exc.msg, field=exc.field, value=exc.value) from exc
+    obj = hc_object or os.path.join(os.path.dirname(state["object"]), "hc_encap.o")
+    if not os.path.isfile(obj):
+        raise ConfigError("hc_object: %s is not a file (the balancer role installs hc_encap.o next to balancer.o; "
+                          "or give --hc-object)" % obj, field="hc_object", value=obj)
+    return {"state": state, "hc_object": obj, "stat": _stat(state_file)}
+
+
+def sources(interface, cfg_lb=None):
+    """({family: inner source}, {family: outer source}) on `interface`: checks leave from the
+    interface's first address (the backend answers it directly); the outer header carries the
+    balancer's configured source when it has one, as balancer.c's does."""
+    addrs = hostnet.interface_addresses(interface)
+    inner = {f: a[0] for f, a in addrs.items() if a}
+    outer = dict(inner)
+    if cfg_lb and cfg_lb.get("source_mode") == "balancer":
+        for fam, key in ((4, "source_v4"), (6, "source_v6")):
+            if cfg_lb.get(key):
+                outer[fam] = cfg_lb[key]
+    return inner, outer
+
+
+def _family(addr):
+    return 6 if ":" in addr else 4
+
+
+class Agent:
+    def __init__(self, state_file, health_path=healthstate.DEFAULT_PATH, hc_object=None, log=None,
+                 clock=time.monotonic, wall=time.time):
+        self.state_file, self.health_path, self.hc_object_arg = state_file, health_path, hc_object
+        self.log = log or _stderr_log
+        self.clock, self.wall = clock, wall
+        self.cfg = None
+        self.encap = None
+        self.monitor = None
+        self.checks = {}
+        self.marks = {}
+        self.fail_open = {}
+        self.intent = (None, None)   # (stat, VIPs) of the state file read last
+        self.dirty = False
+        self.retry_at = None
+        self.hup = False
+        self.stop = False
+        self.applies = 0
+        self._persisted = -1
+        self._waiting_logged = False
+        self.max_reals = hc_abi.HC_MAX_REALS
+
+    # ------------------------------------------------------------------ configuration
+    def start(self):
+        """Load the configuration, attach the tc program, restore the states, first apply."""
+        cfg = load(self.state_file, self.hc_object_arg)
+        st = cfg["state"]
+        try:
+            encap = hc.Encap(cfg["hc_object"], st["interface"])
+        except EngineError as exc:
+            raise ConfigError(exc.msg, field=exc.field, value=exc.value) from exc
+        try:
+            doc = healthstate.read(self.health_path)
+        except EngineError as exc:
+            self.log("health state file unusable, starting with every real up: %s" % exc.msg)
+            doc = healthstate.empty()
+        self.max_reals = encap.max_entries
+        try:
+            checks, marks, wanted = self._prepare(cfg, {})
+            encap.attach()
+            encap.sync(wanted)
+        except EngineError:
+            encap.close()
+            raise
+        self.encap, self.cfg, self.checks, self.marks = encap, cfg, checks, marks
+        self.intent = (cfg["stat"], st["vips"])
+        self.monitor = Monitor({cid: c["spec"] for cid, c in checks.items()}, _restored(checks, doc),
+                               on_change=self._on_change, clock=self.clock, wall=self.wall)
+        self.fail_open = {k: v for k, v in (doc.get("vips") or {}).items() if v.get("fail_open")}
+        down = sum(1 for s in self.monitor.snapshot().values() if s["state"] == "down")
+        self.log("agent started: %d checks for %d VIPs on %s, %d down from the last run (%s)"
+                 % (len(checks), len(st["vips"]), st["interface"], down, self.health_path))
+        self.apply()
+
+    def _prepare(self, cfg, previous_marks):
+        """(checks, marks, {mark: (outer source, real)}) of a configuration; ConfigError when a
+        check has no source address."""
+        st = cfg["state"]
+        checks = checkplan.build(st["vips"])
+        lb_cfg = None
+        if balancer.is_loaded(st["pin_root"]):
+            try:
+                lb_cfg = balancer.info(st["pin_root"], stats=False)["config"]
+            except EngineError:
+                lb_cfg = None
+        try:
+            inner, outer = sources(st["interface"], lb_cfg)
+        except EngineError as exc:
+            raise ConfigError(exc.msg, field="interface", value=st["interface"]) from exc
+        reals = {c["real"] for c in checks.values()}
+        try:
+            marks = checkplan.marks(reals, previous_marks, hc.MARK_BASE, self.max_reals)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="vips") from exc
+        for cid, c in checks.items():
+            for fam, table, what in ((c["family"], inner, "to check it from"), (_family(c["real"]), outer,
+                                                                               "for the outer header")):
+                if fam not in table:
+                    raise ConfigError("%s: %s has no IPv%d address %s (check %s)" % (
+                        "interface", st["interface"], fam, what, cid), field="interface", value=st["interface"])
+            c["spec"] = dict(c["spec"], mark=marks[c["real"]], source=inner[c["family"]], device=st["interface"])
+        wanted = {marks[r]: (outer[_family(r)], r) for r in reals}
+        return checks, marks, wanted
+
+    def reload(self, why):
+        try:
+            cfg = load(self.state_file, self.hc_object_arg)
+            if cfg["state"]["interface"] != self.cfg["state"]["interface"]:
+                raise ConfigError("interface: %s -> %s: the agent checks through one interface; restart it "
+                                  "(systemctl restart xdplb-agent)" % (self.cfg["state"]["interface"],
+                                                                       cfg["state"]["interface"]))
+            checks, marks, wanted = self._prepare(cfg, self.marks)
+        except EngineError as exc:
+            self.log("reload (%s) failed, the running configuration stays: %s" % (why, exc.msg))
+            self.cfg["stat"] = _stat(self.state_file)  # said once per change of the file
+            return False
+        old = set(self.checks)
+        self.cfg, self.checks, self.marks = cfg, checks, marks
+        self.encap.sync(wanted)
+        self.monitor.update({cid: c["spec"] for cid, c in checks.items()},
+                            _restored(checks, self._document()))
+        self.log("configuration reloaded (%s): %d checks for %d VIPs, %d new, %d gone"
+                 % (why, len(checks), len(cfg["state"]["vips"]), len(set(checks) - old), len(old - set(checks))))
+        self.dirty = True
+        return True
+
+    # ------------------------------------------------------------------ state changes
+    def _on_change(self, cid, old, new, result, st):
+        check = self.checks.get(cid)
+        if check is None:
+            return
+        keys = sorted({key for key, _real in check["members"]})
+        runs = st["fail_run"] if new == "down" else st["ok_run"]
+        self.log("real %s %s for %s: %s %s (%d %s in a row, was %s)" % (
+            check["real"], new, _list(keys), cid, result.reason, runs,
+            "failures" if new == "down" else "successes", old))
+        self.dirty = True
+
+    def _document(self):
+        snap = self.monitor.snapshot() if self.monitor else {}
+        reals = {}
+        for cid, check in self.checks.items():
+            st = snap.get(cid)
+            if st is None:
+                continue
+            entry = {"state": st["state"], "since": st["since"], "check": cid, "reason": st["reason"],
+                     "last": st["last"] or {}}
+            for key, real in check["members"]:
+                reals.setdefault(key, {})[real] = entry
+        return {"version": healthstate.VERSION, "updated": self.wall(), "pid": os.getpid(),
+                "vips": dict(self.fail_open), "reals": reals}
+
+    def _current_intent(self):
+        """The VIPs of the state file as it is now (re-read under the lock when it changed); the
+        running configuration's when it cannot be read (the reload says why)."""
+        stat = _stat(self.state_file)
+        if stat == self.intent[0]:
+            return self.intent[1]
+        try:
+            vips = load(self.state_file, self.hc_object_arg)["state"]["vips"]
+        except EngineError:
+            return self.intent[1]
+        self.intent = (stat, vips)
+        return vips
+
+    def apply(self):
+        """Rings through health, under the pin-root lock; the health file written under it."""
+        pin_root = self.cfg["state"]["pin_root"]
+        if not balancer.is_loaded(pin_root):
+            if not self._waiting_logged:
+                self.log("balancer not loaded under %s yet: checks run, rings are left alone until it is" % pin_root)
+                self._waiting_logged = True
+            self._write(self._document())
+            self.retry_at = self.clock() + RETRY_EVERY
+            return None
+        self._waiting_logged = False
+        found = {}
+
+        def through_health(_vips, state):
+            doc = self._document()
+            wanted = [v for v in self._current_intent() if v["key"] in state.vips]
+            eff, news = overlay.apply(wanted, doc, state)
+            found.update(news)
+            doc["vips"] = {k: {"fail_open": True, "reason": "every real is down (%s): the VIP keeps its last ring"
+                               % ", ".join(s["down"])} for k, s in news.items() if s["fail_open"]}
+            self._write(doc)
+            self._fail_open_news(doc["vips"])
+            return eff
+
+        try:
+            result = vipsmod.ensure(pin_root, [], overlay=through_health)
+        except EngineError as exc:
+            self.log("applying health to the rings failed, retrying in %g s: %s" % (RETRY_EVERY, exc.msg))
+            self.retry_at = self.clock() + RETRY_EVERY
+            return None
+        self.retry_at = None
+        self.applies += 1
+        changed = [c["key"] for c in result["vips"] if c.get("action", "unchanged") != "unchanged"]
+        if result["changed"]:
+            self.log("rings: %d VIPs rewritten (%s)" % (len(changed), _list(changed)))
+        for line in result["repairs"]:
+            self.log("repaired: %s" % line)
+        return result
+
+    def _fail_open_news(self, now):
+        for key in sorted(set(now) - set(self.fail_open)):
+            self.log("VIP %s FAILS OPEN: %s" % (key, now[key]["reason"]))
+        for key in sorted(set(self.fail_open) - set(now)):
+            self.log("VIP %s no longer fails open: a real is up again" % key)
+        self.fail_open = now
+
+    def _write(self, doc):
+        try:
+            healthstate.write(self.health_path, doc)
+            self._persisted = self.monitor.completed if self.monitor else 0
+        except EngineError as exc:
+            self.log("cannot keep the health state: %s" % exc.msg)
+
+    # ------------------------------------------------------------------ the loop
+    def tick(self, max_wait=0.2):
+        """One turn: run due checks, apply a state change, watch the file and the filter."""
+        self.monitor.step(max_wait)
+        now = self.clock()
+        if self.dirty or (self.retry_at is not None and now >= self.retry_at):
+            self.dirty = False
+            self.apply()
+
+    def watch(self):
+        if self.hup:
+            self.hup = False
+            self.reload("SIGHUP")
+        elif _stat(self.state_file) != self.cfg["stat"]:
+            self.reload("the state file changed")
+        if not self.encap.attached():
+            self.encap.attach()
+            self.log("repaired: the health-check filter on %s was gone, attached it again" % self.encap.interface)
+        if self.monitor.completed != self._persisted:
+            self._write(self._document())
+
+    def run(self):
+        next_watch = self.clock() + WATCH_EVERY
+        next_persist = self.clock() + PERSIST_EVERY
+        while not self.stop:
+            self.tick()
+            now = self.clock()
+            if self.hup or now >= next_watch:
+                next_watch = now + WATCH_EVERY
+                self.watch()
+            if now >= next_persist:
+                next_persist = now + PERSIST_EVERY
+                if self.monitor.completed != self._persisted:
+                    self._write(self._document())
+
+    def close(self):
+        """Keep the states, remove the filter (nothing else wraps marked sockets)."""
+        if self.monitor is not None:
+            self._write(self._document())
+            self.monitor.close()
+            self.monitor = None
+        if self.encap is not None:
+            self.encap.detach()
+            self.encap.close()
+            self.encap = None
+
+
+def _restored(checks, doc):
+    """{check id: {state, since, reason, last}} from a health document: the entry that names the
+    check, else the entry of any VIP the check serves (a check id changes with the lowest VIP)."""
+    reals = (doc or {}).get("reals") or {}
+    out = {}
+    for cid, check in checks.items():
+        found = [reals.get(key, {}).get(real) for key, real in check["members"]]
+        found = [e for e in found if e]
+        named = [e for e in found if e.get("check") == cid]
+        entry = (named or found or [None])[0]
+        if entry:
+            out[cid] = {"state": entry["state"], "since": entry.get("since"), "reason": entry.get("reason", ""),
+                        "last": entry.get("last") or None}
+    return out
+
+
+def _list(items, limit=8):
+    items = list(items)
+    if len(items) <= limit:
+        return ", ".join(items)
+    return "%s and %d more" % (", ".join(items[:limit]), len(items) - limit)
+
+
+def _stderr_log(line):
+    # Under systemd the journal stamps each line; elsewhere (lab, terminal) the line carries the time.
+    if os.environ.get("JOURNAL_STREAM"):
+        sys.stderr.write(line + "\n")
+    else:
+        sys.stderr.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S%z"), line))
+    sys.stderr.flush()
+
+
+# ------------------------------------------------------------------ process
+def running(pidfile):
+    """The pid of the agent a pidfile names, when it runs; else None."""
+    try:
+        with open(pidfile) as handle:
+            pid = int(handle.read().split()[0])
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid > 0 and b"agent" in argv else None
+
+
+def daemonize(pidfile, log_file):
+    """Detach (double fork, new session), stderr and stdout to `log_file`, pid in `pidfile`
+    (0600). Returns in the daemon; the caller's process exits after printing the daemon's pid,
+    which it reads from a pipe once the daemon has written its pidfile."""
+    rfd, wfd = os.pipe()
+    if os.fork():
+        os.close(wfd)
+        with os.fdopen(rfd) as pipe:
+            answer = pipe.read()
+        return answer or None
+    os.close(rfd)
+    os.setsid()
+    if os.fork():
+        os._exit(0)  # pylint: disable=protected-access  # the middle process must not run atexit handlers
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.close(null)
+    tmp = "%s.%d" % (pidfile, os.getpid())
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write("%d\n" % os.getpid())
+    os.rename(tmp, pidfile)
+    os.write(wfd, b"%d" % os.getpid())
+    os.close(wfd)
+    return ""
+
+
+def serve(agent):
+    """Run `agent` until SIGTERM / SIGINT; SIGHUP reloads. Returns the exit status."""
+    def stop(_signum, _frame):
+        agent.stop = True
+
+    def hup(_signum, _frame):
+        agent.hup = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
+    try:
+        agent.start()
+        agent.run()
+    finally:
+        agent.close()
+    agent.log("agent stopped (SIGTERM): states kept in %s, rings left as they are" % agent.health_path)
+    return 0
+
+
+def describe_error(exc):
+    return exc.msg if isinstance(exc, EngineError) else show(exc)
