@@ -255,8 +255,8 @@ def _shipped():
         balancer, healthspec, healthstate, maglev, maglev_kernel, overlay, statefile, viprequest, vips, vipspec)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import (  # noqa: F401
         abi, bpfmap, btf, decap_abi, hc, hc_abi, libbpf, program)
-    from ansible_collections.xdplb.katran.plugins.module_utils.engine.health import checks, monitor  # noqa: F401
-    from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab, labflows, labtraffic  # noqa: F401
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.health import agent, checks, monitor, plan  # noqa: F401
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab, labflows, labstream, labtraffic  # noqa: F401
 
 
 UNIT_OPTIONS = dict(path=dict(type="path", required=True), content=dict(type="str", required=True), python=dict(type="str"))

@@ -40,10 +40,12 @@ def test_a_vips_own_health_is_named_at_its_path_and_resolved_with_the_role_defau
     bad = dict(VIP, health={"fall": 0})
     assert balancer_errors(balancer_vips=[VIP, bad]) == [
         ("balancer_vips[1].health.fall", "balancer_vips[1].health.fall: 0 must be >= 1")]
-    # A port-0 VIP needs a check port, unless the role's default kind is none.
-    any_port = dict(VIP, port=0)
+    # A port-0 VIP is not checked unless its own health asks for it: then it needs a port, unless its kind is none.
+    assert balancer_errors(balancer_vips=[dict(VIP, port=0)]) == []
+    any_port = dict(VIP, port=0, health={"fall": 2})
     assert [f for f, _m in balancer_errors(balancer_vips=[any_port])] == ["balancer_vips[0].health.port"]
     assert balancer_errors(balancer_vips=[any_port], balancer_health_kind="none") == []
+    assert balancer_errors(balancer_vips=[dict(any_port, health={"port": 80})]) == []
     # The VIP's timeout inherits the defaults' interval check.
     errors = balancer_errors(balancer_vips=[dict(VIP, health={"timeout": 3})], balancer_health_interval=2)
     assert errors == [("balancer_vips[0].health.timeout", "balancer_vips[0].health.timeout: 3.0 must be <= the interval (2.0 s)")]
