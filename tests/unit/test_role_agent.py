@@ -63,8 +63,8 @@ def test_the_agent_unit_runs_the_agent_with_least_privilege():
     assert "ExecStart=@PYTHON@ -m xdplb_engine agent /etc/xdplb/balancer.json --health-state /var/lib/xdplb/health.json" in lines
     assert "Environment=PYTHONPATH=/usr/local/lib/xdplb" in lines
     for line in ("After=xdplb-balancer.service network-online.target", "Restart=on-failure", "RestartPreventExitStatus=2",
-                 "ExecReload=kill -HUP $MAINPID", "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_NET_RAW CAP_PERFMON",
-                 "AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_NET_RAW CAP_PERFMON", "NoNewPrivileges=yes",
+                 "ExecReload=kill -HUP $MAINPID", "CapabilityBoundingSet=CAP_SYS_ADMIN CAP_NET_ADMIN CAP_NET_RAW",
+                 "AmbientCapabilities=CAP_SYS_ADMIN CAP_NET_ADMIN CAP_NET_RAW", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ReadWritePaths=/var/lib/xdplb -/sys/fs/bpf/xdplb", "StateDirectory=xdplb",
                  "StateDirectoryMode=0700", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes",
                  "ProtectKernelModules=yes", "ProtectControlGroups=yes",
@@ -158,7 +158,7 @@ def test_process_mode_runs_the_agent_under_setpriv_with_the_units_capabilities()
     task = _task("Run the health-check agent (a daemon")
     engine = {"host": {"python": "/usr/bin/python3"}}
     argv = render(task["ansible.builtin.command"]["argv"], balancer_engine=engine, balancer_state_dir="/run/lab/lb1/etc")
-    assert argv == ["setpriv", "--bounding-set=-all,+bpf,+net_admin,+net_raw,+perfmon", "--inh-caps=-all",
+    assert argv == ["setpriv", "--bounding-set=-all,+sys_admin,+net_admin,+net_raw", "--inh-caps=-all",
                     "/usr/bin/python3", "-m", "xdplb_engine", "agent", "/run/lab/lb1/etc/balancer.json",
                     "--health-state", "/var/lib/xdplb/health.json", "--daemon", "--pidfile", "/run/lab/lb1/etc/agent.pid",
                     "--log-file", "/run/lab/lb1/etc/agent.log"]
