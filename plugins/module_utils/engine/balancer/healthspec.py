@@ -230,7 +230,7 @@ def describe(spec):
              % (spec["kind"], spec["port"], spec["interval"], spec["timeout"], spec["rise"], spec["fall"])]
     if spec["kind"] == "http":
         words.append("path %s host %s status %s" % (spec["path"], spec["host"] or "(vip)",
-                                                  ",".join(str(s) for s in spec["status"])))
+                                                    ",".join(str(s) for s in spec["status"])))
     if spec["kind"] == "udp":
         words.append("payload %s" % show(spec["payload"]))
     if spec["kind"] in ("udp", "http") and spec["expect"]:

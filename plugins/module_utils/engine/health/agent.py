@@ -155,8 +155,8 @@ class Agent:
         except ValueError as exc:
             raise ConfigError(str(exc), field="vips") from exc
         for cid, c in checks.items():
-            for fam, table, what in ((c["family"], inner, "to check it from"), (_family(c["real"]), outer,
-                                                                               "for the outer header")):
+            for fam, table, what in ((c["family"], inner, "to check it from"),
+                                     (_family(c["real"]), outer, "for the outer header")):
                 if fam not in table:
                     raise ConfigError("%s: %s has no IPv%d address %s (check %s)" % (
                         "interface", st["interface"], fam, what, cid), field="interface", value=st["interface"])
