@@ -129,7 +129,7 @@ options:
   health_state_file:
     description:
       - The balancer agent's health state file. When given, the configured weights are applied
-        through the current health (read under the pin-root lock); a real the file says is down gets
+        through the current health (read under the pin-root lock). A real the file says is down gets
         weight 0, a drained real (weight 0) stays 0, and when every real of a VIP is down the VIP
         fails open (keeps the weights it has in the kernel). A missing file means every real is up.
       - O(keep_as) still keeps the configured weights, not the effective ones.

@@ -43,8 +43,9 @@ def test_restored_states_follow_the_check_id_or_any_vip_of_the_check():
     checks = {"tcp:10.30.1.2:80@10.99.0.10": {"members": [("10.99.0.10:80/tcp", "10.30.1.2"),
                                                           ("10.99.0.11:80/tcp", "10.30.1.2")]},
               "tcp:10.30.2.2:80@10.99.0.10": {"members": [("10.99.0.10:80/tcp", "10.30.2.2")]}}
-    doc = {"reals": {"10.99.0.11:80/tcp": {"10.30.1.2": {"state": "down", "since": 5.0, "check": "tcp:10.30.1.2:80@10.99.0.11",
-                                                         "reason": "connection refused", "last": {"ok": False}}}}}
+    entry = {"state": "down", "since": 5.0, "check": "tcp:10.30.1.2:80@10.99.0.11", "reason": "connection refused",
+             "last": {"ok": False}}
+    doc = {"reals": {"10.99.0.11:80/tcp": {"10.30.1.2": entry}}}
     got = agent._restored(checks, doc)  # pylint: disable=protected-access
     assert got == {"tcp:10.30.1.2:80@10.99.0.10": {"state": "down", "since": 5.0, "reason": "connection refused",
                                                    "last": {"ok": False}}}

@@ -186,6 +186,7 @@ class State:
         keys, ids = bal.maps[abi.MAP_RINGS].lookup_batch(chunk=bal.max_vips, raw=True)
         self.ring_ids = dict(zip(array.array("I", keys), array.array("I", ids)))
         self.records = {}
+        self._decoded = {}  # record bytes after the ring id -> (weights, reals in vipspec's order)
         if bal.ctl is not None:
             keys, values = bal.ctl.lookup_batch(chunk=64, raw=True)
             size = bal.ctl.value_size
@@ -251,13 +252,26 @@ class State:
                                "vip_num": meta.vip_num, "flags": meta.flags}
 
     # ------------------------------------------------------------ decoded views
+    def _decode(self, rec):
+        """(weights, ((address, weight) in vipspec's order of reals)) of a record's bytes, decoded
+        once per distinct record: VIPs sharing a pool of reals have equal records but for the ring
+        id (entry 0), and a plan reads each VIP's twice (the health overlay, the diff)."""
+        body = rec[4:]
+        hit = self._decoded.get(body)
+        if hit is None:
+            arr = array.array("I", rec)
+            weights = {i: arr[i] - 1 for i in itertools.compress(range(len(arr)), arr) if i}
+            order = sorted(weights, key=lambda i: self.real_order.get(i, (9, b"")))
+            hit = self._decoded[body] = (weights, tuple((self.real_addr.get(i, "index-%d" % i), weights[i])
+                                                        for i in order))
+        return hit
+
     def record(self, vip_num):
         """(ring id, {real index: weight}) of a VIP's record; (0, {}) when there is none."""
         rec = self.records.get(vip_num)
         if rec is None:
             return 0, {}
-        arr = array.array("I", rec)
-        return arr[0], {i: arr[i] - 1 for i in itertools.compress(range(len(arr)), arr) if i}
+        return struct.unpack_from("=I", rec)[0], dict(self._decode(rec)[0])
 
     def ring_ok(self, vip_num):
         ring_id = self.ring_ids.get(vip_num)
@@ -267,12 +281,16 @@ class State:
     def spec(self, name):
         """The VIP as a normalised request (vipspec form), read back from the maps."""
         v = self.vips[name]
-        weights = self.record(v["vip_num"])[1]
-        if not weights and v["vip_num"] in self.ring_ids and v["vip_num"] not in self.records:
-            # No record (maps written by something else): the ring tells membership, not weights.
-            weights = {i: None for i in set(self.ring(v["vip_num"]) or ()) if i}
-        order = sorted(weights, key=lambda i: self.real_order.get(i, (9, b"")))
-        reals = [{"address": self.real_addr.get(i, "index-%d" % i), "weight": weights[i]} for i in order]
+        rec = self.records.get(v["vip_num"])
+        if rec is not None:
+            reals = [{"address": a, "weight": w} for a, w in self._decode(rec)[1]]
+        else:
+            weights = {}
+            if v["vip_num"] in self.ring_ids:
+                # No record (maps written by something else): the ring tells membership, not weights.
+                weights = {i: None for i in set(self.ring(v["vip_num"]) or ()) if i}
+            order = sorted(weights, key=lambda i: self.real_order.get(i, (9, b"")))
+            reals = [{"address": self.real_addr.get(i, "index-%d" % i), "weight": weights[i]} for i in order]
         echo = not (self.addrs.get(v["address"], 0) & abi.ADDR_F_NO_ECHO)
         return {"address": v["address"], "port": v["port"], "protocol": v["protocol"],
                 "flags": vipspec.flag_names(v["flags"]), "icmp_echo": echo, "reals": reals, "key": name}

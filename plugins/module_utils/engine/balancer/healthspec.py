@@ -229,8 +229,8 @@ def describe(spec):
     words = ["%s port %d interval %s timeout %s rise %d fall %d"
              % (spec["kind"], spec["port"], spec["interval"], spec["timeout"], spec["rise"], spec["fall"])]
     if spec["kind"] == "http":
-        words.append("path %s host %s status %s" % (spec["path"], spec["host"] or "(vip)",
-                                                    ",".join(str(s) for s in spec["status"])))
+        codes = ",".join(str(s) for s in spec["status"])
+        words.append("path %s host %s status %s" % (spec["path"], spec["host"] or "(vip)", codes))
     if spec["kind"] == "udp":
         words.append("payload %s" % show(spec["payload"]))
     if spec["kind"] in ("udp", "http") and spec["expect"]:

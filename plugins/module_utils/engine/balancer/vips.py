@@ -5,6 +5,7 @@ the exact ring changes); apply() performs the writes in the order documented in 
 ensure() is the entry point the modules and the CLI use.
 """
 import array
+import collections
 import operator
 import os
 import pickle
@@ -378,15 +379,36 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
             u["action"] = "unchanged"
         else:
             u["action"] = "added" if c is None else "changed"
-    rings = _fork_map(_ring_job, [job[1] for job in jobs]) if jobs else []
-    for (u, _job), ring in zip(jobs, rings):
-        new = array.array("I", ring)
+    # VIPs with the same reals, indices and size get the same ring (a pool of reals shared by many
+    # VIPs, and every one of them changes when a shared real falls): each distinct ring is built
+    # once, and compared once with each distinct installed ring. Every VIP still gets an inner map
+    # of its own, swapped in as before; the arrays are shared read-only between upserts.
+    distinct, which = {}, []
+    for _u, (reals, idxs, sz) in jobs:
+        which.append(distinct.setdefault((tuple(reals), tuple(idxs), sz), len(distinct)))
+    rings = [array.array("I", ring) for ring in (_fork_map(_ring_job, list(distinct)) if jobs else [])]
+    # Installed rings are compared as the bytes of their maps (one memcmp) with the new ring laid
+    # out the same way, and with the installed rings already counted; a ring's layout and counts
+    # are dropped after its last VIP, so distinct rings never pile up.
+    left = collections.Counter(which)
+    layouts, counted = {}, {}
+    for (u, _job), d in zip(jobs, which):
+        new = rings[d]
         num = u["vip_num"]
-        old = state.ring(num) if not u["new"] and num in state.ring_ids else None
-        if old is not None and len(old) == len(new):
-            u["slots"] = sum(map(operator.ne, old, new))
+        old = None
+        if not u["new"] and num in state.ring_ids:
+            old = abi.ring_read_slots(bal.maps[abi.MAP_RINGS], num)
+        if old is not None and len(old) == abi.RING_SLOT_BYTES * len(new):
+            layout = layouts.get(d)
+            if layout is None:
+                layout = layouts[d] = abi.ring_slots(new)
+            u["slots"] = 0 if old == layout else _slots_changed(counted.setdefault(d, []), old, new)
         else:
             u["slots"] = len(new)
+        left[d] -= 1
+        if not left[d]:
+            layouts.pop(d, None)
+            counted.pop(d, None)
         if old is not None and u["slots"] == 0:
             # Same ring (e.g. weights scaled together, or a record lost to an interruption):
             # only the record is rewritten, pointing at the live ring.
@@ -405,6 +427,26 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
         p.changes.append(entry)
         if u["action"] != "unchanged":
             p.before[k], p.after[k] = _diff_view(u["before"]), _diff_view(v)
+
+
+# Installed rings remembered per new ring with their slot counts: VIPs that shared a pool of reals
+# before share their old ring too. A few, so that 512 VIPs moving from distinct rings to one pool
+# do not hold all 512 old rings at once.
+_COUNTED = 4
+
+
+def _slots_changed(seen, old, new):
+    """Slots in which the installed ring `old` (its map's bytes, abi.ring_slots' layout) differs
+    from `new` (an array of as many slots), each distinct pair counted once; `seen`: [(old ring,
+    count)] of earlier VIPs with the same `new`."""
+    for ring, n in seen:
+        if ring == old:
+            return n
+    n = sum(map(operator.ne, array.array("I", old)[0::2], new))
+    seen.append((old, n))
+    if len(seen) > _COUNTED:
+        del seen[0]
+    return n
 
 
 def _count(p, size):
@@ -468,10 +510,15 @@ def apply(bal, p, on_step=None):
 
 def _install_rings(bal, upserts):
     """New rings for these upserts, swapped in with one batch update (see abi.rings_install)."""
-    inner = {}
+    inner, layouts = {}, {}
     try:
         for u in upserts:
-            inner[u["vip_num"]] = abi.ring_new(u["ring"])
+            # VIPs sharing a ring share its array (plan): its map layout is made once per batch.
+            ring = u["ring"]
+            slots = layouts.get(id(ring))
+            if slots is None:
+                slots = layouts[id(ring)] = abi.ring_slots(ring)
+            inner[u["vip_num"]] = abi.ring_new(ring, slots=slots)
         abi.rings_install(bal.maps[abi.MAP_RINGS], inner)
     finally:
         for m in inner.values():

@@ -32,7 +32,9 @@ Readers (per-CPU values summed): read_stats(map, key_index, cls=LbStats) -> dict
 global_stats(map) -> dict.
 Rings: ring_replace(rings_map, vip_num, ring, on_step=None) swaps in a new ring atomically (or
 ring_new(ring) for each, then rings_install(rings_map, {vip_num: inner}) for many in one batch);
-ring_read(rings_map, vip_num) -> list | None; ring_remove(rings_map, vip_num).
+ring_read(rings_map, vip_num) -> list | None; ring_read_slots(rings_map, vip_num) -> bytes | None
+(the same ring as the raw mmap layout ring_slots(values) gives: many rings compare without
+decoding); ring_remove(rings_map, vip_num).
 """
 
 import array
@@ -523,21 +525,26 @@ def global_stats(global_map):
 
 
 # ---------------------------------------------------------------- rings
-def _ring_slots(values):
+# An mmapable array's entries are 8-byte aligned: a 4-byte ring slot takes 8 bytes of the map.
+RING_SLOT_BYTES = 8
+
+
+def ring_slots(values):
     """Ring values laid out as the mmapable array stores them: one 8-byte slot per entry."""
-    slots = array.array("I", bytes(8 * len(values)))
+    slots = array.array("I", bytes(RING_SLOT_BYTES * len(values)))
     slots[0::2] = array.array("I", values)
     return slots.tobytes()
 
 
-def ring_new(ring, on_step=None, steps=8):
+def ring_new(ring, on_step=None, steps=8, slots=None):
     """A new inner ring map holding `ring` (real indices, len == the object's ring size), not yet
     installed: put it in place with rings_install(), then close it. on_step(), if given, is called
-    between the `steps` fill steps (tests send packets mid-write)."""
+    between the `steps` fill steps (tests send packets mid-write). `slots`: ring_slots(ring), when
+    the caller has it already (VIPs sharing one ring lay it out once)."""
     inner = libbpf.Map.create(libbpf.BPF_MAP_TYPE_ARRAY, RING_INNER_KEY_SIZE, RING_INNER_VALUE_SIZE,
                               len(ring), name="lb_ring", map_flags=RING_INNER_FLAGS)
     try:
-        blob = _ring_slots(ring)
+        blob = memoryview(ring_slots(ring) if slots is None else slots)
         with inner.mmap() as mem:
             step = -(-len(ring) // steps) * 8
             for start in range(0, len(blob), step):
@@ -583,15 +590,23 @@ def ring_replace(rings_map, vip_num, ring, on_step=None, steps=8):
         inner.close()
 
 
-def ring_read(rings_map, vip_num):
-    """The VIP's ring as a list of real indices, or None when the slot is empty."""
+def ring_read_slots(rings_map, vip_num):
+    """The VIP's ring as the bytes of its inner map (ring_slots' layout), or None when the slot is
+    empty."""
     raw = rings_map.lookup(_index(vip_num))  # reading a map-in-map slot yields the inner map id
     if raw is None:
         return None
     with libbpf.Map.from_id(struct.unpack("=I", raw)[0]) as inner:
         with inner.mmap() as mem:
-            slots = array.array("I", mem[:])
-    return slots[0::2].tolist()
+            return mem[:]
+
+
+def ring_read(rings_map, vip_num):
+    """The VIP's ring as a list of real indices, or None when the slot is empty."""
+    raw = ring_read_slots(rings_map, vip_num)
+    if raw is None:
+        return None
+    return array.array("I", raw)[0::2].tolist()
 
 
 def ring_remove(rings_map, vip_num):

@@ -155,8 +155,8 @@ class Agent:
         except ValueError as exc:
             raise ConfigError(str(exc), field="vips") from exc
         for cid, c in checks.items():
-            for fam, table, what in ((c["family"], inner, "to check it from"),
-                                     (_family(c["real"]), outer, "for the outer header")):
+            needs = ((c["family"], inner, "to check it from"), (_family(c["real"]), outer, "for the outer header"))
+            for fam, table, what in needs:
                 if fam not in table:
                     raise ConfigError("%s: %s has no IPv%d address %s (check %s)" % (
                         "interface", st["interface"], fam, what, cid), field="interface", value=st["interface"])
@@ -236,21 +236,25 @@ class Agent:
             self.retry_at = self.clock() + RETRY_EVERY
             return None
         self._waiting_logged = False
-        found = {}
+        found = {}  # the document written once the rings are in place
 
         def through_health(_vips, state):
             doc = self._document()
             wanted = [v for v in self._current_intent() if v["key"] in state.vips]
             eff, news = overlay.apply(wanted, doc, state)
-            found.update(news)
             doc["vips"] = {k: {"fail_open": True, "reason": "every real is down (%s): the VIP keeps its last ring"
                                % ", ".join(s["down"])} for k, s in news.items() if s["fail_open"]}
-            self._write(doc)
-            self._fail_open_news(doc["vips"])
+            found["doc"] = doc
             return eff
 
+        def written(_result):
+            # Still under the lock, after the swaps: lb_vip reads the file under it too, and the
+            # rings do not wait for a health file of megabytes (512 VIPs x 100 reals: ~0.1 s).
+            self._write(found["doc"])
+            self._fail_open_news(found["doc"]["vips"])
+
         try:
-            result = vipsmod.ensure(pin_root, [], overlay=through_health)
+            result = vipsmod.ensure(pin_root, [], overlay=through_health, on_done=written)
         except EngineError as exc:
             self.log("applying health to the rings failed, retrying in %g s: %s" % (RETRY_EVERY, exc.msg))
             self.retry_at = self.clock() + RETRY_EVERY
