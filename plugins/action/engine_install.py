@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: xdplb.katran contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Controller side of xdplb.katran.engine_install: read O(object.src) here, send its bytes along.
+"""Controller side of xdplb.katran.engine_install: read O(object.src) (and each of O(objects)) here, send the bytes along.
 
 The module runs on the managed host and cannot see the controller's files. Reading the file here
 and passing it base64-encoded in the module's arguments makes installing the BPF object part of the
@@ -22,26 +22,44 @@ class _SourceError(Exception):
     """O(object.src) cannot be read on the controller; the message says why."""
 
 
+class _Refused(Exception):
+    """(msg, field, value) of an object the module must not be run with."""
+
+
 class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp  # tmp no longer has any effect
         args = dict(self._task.args)
-        obj = args.get("object")
-        if isinstance(obj, dict) and obj.get("src") is not None:
-            # Checked here because the file is read before the module sees its arguments; the module
-            # validates the rest (types, the required dest) before it writes anything.
-            if obj.get("content_base64") is not None:
-                return self._fail(result, "object: give src or content_base64, not both", "object", None)
-            try:
-                data = self._read(obj["src"])
-            except _SourceError as exc:
-                return self._fail(result, "object.src: %s" % exc, "object.src", obj["src"])
-            args["object"] = dict((k, v) for k, v in obj.items() if k != "src")
-            args["object"]["content_base64"] = base64.b64encode(data).decode("ascii")
+        try:
+            args["object"] = self._sent(args.get("object"), "object")
+            objects = args.get("objects")
+            if isinstance(objects, list):
+                args["objects"] = [self._sent(obj, "objects[%d]" % i) for i, obj in enumerate(objects)]
+        except _Refused as exc:
+            return self._fail(result, *exc.args)
+        if args["object"] is None:
+            del args["object"]
         result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
         return result
+
+    def _sent(self, obj, field):
+        """`obj` ({src, dest} or {content_base64, dest}) as the module gets it: src read here and
+        replaced by its bytes. Anything else is left to the module's checks."""
+        if not isinstance(obj, dict) or obj.get("src") is None:
+            return obj
+        # Checked here because the file is read before the module sees its arguments; the module
+        # validates the rest (types, the required dest) before it writes anything.
+        if obj.get("content_base64") is not None:
+            raise _Refused("%s: give src or content_base64, not both" % field, field, None)
+        try:
+            data = self._read(obj["src"])
+        except _SourceError as exc:
+            raise _Refused("%s.src: %s" % (field, exc), field + ".src", obj["src"]) from None
+        sent = dict((k, v) for k, v in obj.items() if k != "src")
+        sent["content_base64"] = base64.b64encode(data).decode("ascii")
+        return sent
 
     def _read(self, src):
         """The bytes of ``src`` on the controller, found as ansible.builtin.copy finds its src (the

@@ -21,7 +21,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import validate
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import addresses, netconf
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer, vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer, healthspec, vipspec
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import program
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import (
     SHOW_MAX, EngineError, short, show)
@@ -38,6 +38,10 @@ MAX_MESSAGE = 300
 _CONFIG = {"balancer_gateway_mac": "gateway_mac", "balancer_source_mode": "source_mode",
            "balancer_source_v4": "source_v4", "balancer_source_v6": "source_v6",
            "balancer_max_packet_size": "max_packet_size"}
+# The balancer role's health check defaults, as the state file's top-level health (healthspec) names them.
+_HEALTH = {"balancer_health_kind": "kind", "balancer_health_interval": "interval", "balancer_health_timeout": "timeout",
+           "balancer_health_rise": "rise", "balancer_health_fall": "fall"}
+AGENT_MODES = ("systemd", "process")
 # route_advmss's range (engine/backend/routes.py): 0 leaves the routes alone.
 ADVMSS = (536, 65495)
 
@@ -115,6 +119,16 @@ def _python(value, field):
                             "'%', '$' or '\\' (it is the unit's ExecStart)")
 
 
+def _unit_path(value, field):
+    """An absolute file path the agent's unit names (ExecStart, ReadWritePaths): one word, as _python."""
+    if value in (None, ""):
+        _fail(field, value, "expected an absolute path")
+    if not isinstance(value, str) or not os.path.isabs(value) or value.endswith("/") \
+            or re.search(r"\s|[\x00-\x1f%$\\]", value):
+        _fail(field, value, "expected an absolute path to a file, without spaces, '%', '$' or '\\' "
+                            "(it goes into the agent's unit: ExecStart and ReadWritePaths)")
+
+
 def _device(value, field):
     if value not in (None, ""):
         _engine(validate.device_name, value, field)
@@ -145,7 +159,21 @@ def _collector(get):
 def check_balancer(get):
     """Every error of a balancer's variables; get(name) -> (defined, value)."""
     errors, run = _collector(get)
-    run(lambda v: _engine(vipspec.parse_vips, v, "balancer_vips"), "balancer_vips")
+    health = {}
+
+    def health_defaults(*values):
+        given = {_HEALTH[name]: value for name, value in zip(_HEALTH, values) if value is not None}
+        # As the state file's top-level health, which the agent and lb_vip read (the role builds it).
+        health["defaults"] = _engine(healthspec.parse_defaults, given, "health",
+                                     rename={"health." + v: k for k, v in _HEALTH.items()},
+                                     where=("balancer_health_kind", given.get("kind")))
+
+    run(health_defaults, *_HEALTH)
+    # The VIPs' own health resolved against those defaults (the built-in ones when they are refused).
+    run(lambda v: _engine(vipspec.parse_vips, v, "balancer_vips", health=health.get("defaults")), "balancer_vips")
+    run(lambda v: _unit_path(v, "balancer_health_state_file"), "balancer_health_state_file")
+    run(lambda v: v is None or _engine(validate.choice, v, "balancer_agent_mode", AGENT_MODES), "balancer_agent_mode")
+    run(lambda v: v is None or _engine(validate.capabilities, v, "balancer_agent_capabilities"), "balancer_agent_capabilities")
     run(lambda v: _device(v, "balancer_interface"), "balancer_interface")
     run(lambda v: v is None or _engine(validate.choice, v, "balancer_xdp_mode", program.MODES), "balancer_xdp_mode")
     run(lambda v: v is None or _engine(vipspec.ring_size, v, "balancer_ring_size"), "balancer_ring_size")

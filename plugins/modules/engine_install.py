@@ -18,8 +18,9 @@ description:
     one is left as it is, never re-moded, but one that group or others can write is refused (the
     boot unit runs its code as root).
   - The same task can create the role's directories (O(directories)), install the boot unit
-    (O(unit)) and a file from the controller such as the BPF object (O(object)), so a role needs
-    no separate directory, template or copy task (each costs at least one module run).
+    (O(unit), or several with O(units)) and a file from the controller such as the BPF object
+    (O(object), or several with O(objects)), so a role needs no separate directory, template or copy
+    task (each costs at least one module run).
   - Everything is checked before anything is written, so a bad argument changes nothing.
 author:
   - xdplb.katran developers (@xdplb)
@@ -33,7 +34,7 @@ attributes:
   idempotent:
     support: full
   action:
-    description: The collection's action plugin of the same name reads O(object.src) on the controller.
+    description: The collection's action plugin of the same name reads O(object.src) and each O(objects[].src) on the controller.
     support: full
 options:
   dest:
@@ -76,6 +77,27 @@ options:
           - Default (empty or omitted) is the interpreter this module runs with, the one Ansible
             uses on the host (C(python) in RV(host)).
         type: str
+  units:
+    description:
+      - More units to install in the same task, each as O(unit) (C(path), C(content), C(python)) and
+        written by the same rules, after O(unit) when both are given; such as the balancer role's
+        restore unit and its health-check agent's unit.
+      - A path given twice (here or in O(unit)) is refused.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Where the unit file goes.
+        type: path
+        required: true
+      content:
+        description: The unit file's text; each C(@PYTHON@) is replaced by C(python).
+        type: str
+        required: true
+      python:
+        description: The interpreter that replaces C(@PYTHON@), as O(unit.python).
+        type: str
   object:
     description:
       - A file from the controller to install on the host in the same task, typically the BPF object
@@ -103,6 +125,26 @@ options:
         description: Where the file goes on the managed host, such as C(/usr/local/lib/xdplb/bpf/balancer.o.candidate).
         type: path
         required: true
+  objects:
+    description:
+      - More files from the controller to install in the same task, each as O(object) (C(src) or
+        C(content_base64), and C(dest)) and written by the same rules, after O(object) when both are
+        given; such as the balancer's object and the health-check agent's C(hc_encap.o).
+      - A C(dest) given twice (here or in O(object)) is refused.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      src:
+        description: The file on the controller, read by the action plugin as O(object.src).
+        type: path
+      content_base64:
+        description: The file's bytes, base64-encoded, as O(object.content_base64).
+        type: str
+      dest:
+        description: Where the file goes on the managed host.
+        type: path
+        required: true
 """
 
 EXAMPLES = r"""
@@ -119,6 +161,17 @@ EXAMPLES = r"""
       # ExecStart=@PYTHON@ -m xdplb_engine restore ...: the interpreter Ansible uses on the host
       content: "{{ lookup('ansible.builtin.template', 'xdplb-balancer.service.j2') }}"
   notify: Reload systemd
+
+- name: Engine, two units and two objects, in one task
+  xdplb.katran.engine_install:
+    dest: /usr/local/lib/xdplb/xdplb_engine
+    units:
+      - {path: /etc/systemd/system/xdplb-balancer.service, content: "{{ restore_unit }}"}
+      - {path: /etc/systemd/system/xdplb-agent.service, content: "{{ agent_unit }}"}
+    objects:
+      - {src: files/bpf/balancer.o, dest: /usr/local/lib/xdplb/bpf/balancer.o.candidate}
+      - {src: files/bpf/hc_encap.o, dest: /usr/local/lib/xdplb/bpf/hc_encap.o}
+  register: engine
 
 - name: Engine, its directories and the BPF object from the controller, in one task
   xdplb.katran.engine_install:
@@ -150,15 +203,27 @@ directories:
   elements: str
   sample: ["/etc/xdplb"]
 unit:
-  description: Whether the unit file of O(unit) was written (or would be, in check mode).
+  description: Whether the unit file of O(unit) (or one of O(units)) was written (or would be, in check mode).
   returned: always
   type: bool
   sample: false
 object:
-  description: Whether the file of O(object) was written (or would be, in check mode).
+  description: Whether the file of O(object) (or one of O(objects)) was written (or would be, in check mode).
   returned: always
   type: bool
   sample: true
+units:
+  description: Paths of the unit files of O(unit) and O(units) written (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: ["/etc/systemd/system/xdplb-agent.service"]
+objects:
+  description: Destinations of the files of O(object) and O(objects) written (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: ["/usr/local/lib/xdplb/bpf/hc_encap.o"]
 host:
   description:
     - What the roles need to know about the host, so they need not gather facts.
@@ -187,46 +252,52 @@ def _shipped():
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import (  # noqa: F401
         addresses, backend_restore, backend_state, decap, doctor, netconf, probe, routes, tunnel)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import (  # noqa: F401
-        balancer, maglev, maglev_kernel, statefile, viprequest, vips, vipspec)
+        balancer, healthspec, healthstate, maglev, maglev_kernel, overlay, statefile, viprequest, vips, vipspec)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import (  # noqa: F401
         abi, bpfmap, btf, decap_abi, hc, hc_abi, libbpf, program)
-    from ansible_collections.xdplb.katran.plugins.module_utils.engine.health import checks, monitor  # noqa: F401
-    from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab, labflows, labtraffic  # noqa: F401
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.health import agent, checks, monitor, plan  # noqa: F401
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab, labflows, labstream, labtraffic  # noqa: F401
+
+
+UNIT_OPTIONS = dict(path=dict(type="path", required=True), content=dict(type="str", required=True), python=dict(type="str"))
+OBJECT_OPTIONS = dict(src=dict(type="path"), content_base64=dict(type="str", no_log=True), dest=dict(type="path", required=True))
+OBJECT_RULES = dict(mutually_exclusive=[("src", "content_base64")], required_one_of=[("src", "content_base64")])
 
 
 def main():
     module = AnsibleModule(argument_spec=dict(dest=dict(type="path", required=True),
                                               directories=dict(type="list", elements="path", default=[]),
-                                              unit=dict(type="dict", options=dict(
-                                                  path=dict(type="path", required=True),
-                                                  content=dict(type="str", required=True),
-                                                  python=dict(type="str"))),
-                                              object=dict(type="dict", options=dict(
-                                                  src=dict(type="path"),
-                                                  content_base64=dict(type="str", no_log=True),
-                                                  dest=dict(type="path", required=True)),
-                                                  mutually_exclusive=[("src", "content_base64")],
-                                                  required_one_of=[("src", "content_base64")])),
+                                              unit=dict(type="dict", options=UNIT_OPTIONS),
+                                              units=dict(type="list", elements="dict", default=[], options=UNIT_OPTIONS),
+                                              object=dict(type="dict", options=OBJECT_OPTIONS, **OBJECT_RULES),
+                                              objects=dict(type="list", elements="dict", default=[], options=OBJECT_OPTIONS,
+                                                           **OBJECT_RULES)),
                            supports_check_mode=True)
     p = module.params
     try:
         obj = install.object_request(p["object"])
+        objs = [install.object_request(o, "objects[%d]" % i) for i, o in enumerate(p["objects"])]
         unit = install.unit_request(p["unit"])
-        result = install.ensure(p["dest"], module.check_mode, directories=p["directories"], unit=unit, obj=obj)
+        units = [install.unit_request(u, "units[%d]" % i) for i, u in enumerate(p["units"])]
+        result = install.ensure(p["dest"], module.check_mode, directories=p["directories"], unit=unit, obj=obj,
+                                units=units, objs=objs)
     except EngineError as exc:
         module.fail_json(msg=exc.msg, field=exc.field, value=short(exc.value))
     except OSError as exc:
         module.fail_json(msg=f"dest: {p['dest']}: {exc}", field="dest")
+    sizes = {o["dest"]: len(o["data"]) for o in [obj] + objs if o is not None}
     changes = ([f"directory {d} (0700)" for d in result["directories"]]
                + [f"write {n}" for n in result["written"]] + [f"remove {n}" for n in result["removed"]]
-               + ([f"unit {p['unit']['path']}"] if result["unit"] else [])
-               + ([f"object {obj['dest']} ({len(obj['data'])} bytes)"] if result["object"] else []))
-    # The object's base64 would be masked anyway (no_log); its size says more.
+               + [f"unit {u}" for u in result["units"]]
+               + [f"object {o} ({sizes[o]} bytes)" for o in result["objects"]])
+    # The objects' base64 would be masked anyway (no_log); their size says more.
     args = dict(p)
     if obj is not None:
         args["object"] = dict(p["object"], content_base64="(%d bytes)" % len(obj["data"]))
+    args["objects"] = [dict(raw, content_base64="(%d bytes)" % len(o["data"])) for raw, o in zip(p["objects"], objs)]
     module.exit_json(changed=result["changed"], written=result["written"], removed=result["removed"],
                      directories=result["directories"], unit=result["unit"], object=result["object"],
+                     units=result["units"], objects=result["objects"],
                      host=install.host_facts(), invocation={"module_args": args},
                      diff={"before": "", "after": "".join(c + "\n" for c in changes)})
 

@@ -15,8 +15,8 @@ description:
     hashes it anew), sends one line, reads the answer of M(xdplb.katran.lab_responder), which names
     the backend, and closes. Every attempt is recorded with its time, the backend or the error, in
     a JSON report replaced about once a second.
-  - The point is to measure what clients see while the rings change: how long a dead backend
-    still gets new connections, how many attempts failed in between, when a backend is back.
+  - The point is to measure what clients see while the rings change (how long a dead backend
+    still gets new connections, how many attempts failed in between, when a backend is back).
   - With O(state=status) or O(state=stopped) (which stops the process first), returns the counts
     of the attempts between O(since) and O(until) (wall-clock seconds since the epoch; the
     controller's C(now()) when the lab runs on the controller).

@@ -43,6 +43,19 @@ options:
     description: Count each real's slots in its VIP's ring (reads every ring; slower with many VIPs).
     type: bool
     default: false
+  health_state_file:
+    description:
+      - The balancer agent's health state file (the balancer role's C(balancer_health_state_file), the agent's
+        default C(/var/lib/xdplb/health.json)). Each real then has C(health) and each VIP C(fail_open).
+      - A missing file means the agent has found nothing yet (every real C(unknown), which counts as up).
+      - Not read by default, so that hosts sharing one file system (the lab's) never show another's findings.
+    type: path
+  state_file:
+    description:
+      - The balancer state file the role keeps (C(balancer_state_dir)/balancer.json). Each real then has
+        C(configured_weight), the weight the operator set, next to C(weight), the one the kernel has
+        (0 for a real the agent took out of the ring).
+    type: path
 seealso:
   - module: xdplb.katran.lb_vip
 """
@@ -56,6 +69,16 @@ EXAMPLES = r"""
 - name: Reals of the port-80 VIPs
   ansible.builtin.debug:
     msg: "{{ lb | community.general.json_query('vips[?port==`80`].reals[].address') }}"
+
+- name: Read the balancer with the agent's findings
+  xdplb.katran.lb_info:
+    health_state_file: /var/lib/xdplb/health.json
+    state_file: /etc/xdplb/balancer.json
+  register: lb
+
+- name: Reals the agent took out of the rings
+  ansible.builtin.debug:
+    msg: "{{ lb.vips | map(attribute='reals') | flatten | selectattr('health.state', 'eq', 'down') | map(attribute='address') | unique }}"
 
 - name: Fail when the program is not attached natively
   ansible.builtin.assert:
@@ -83,6 +106,10 @@ vips:
       (C(packets), C(bytes)) and C(reals).
     - Each real has C(address), C(weight), C(index), C(stats) (counters of the real over all its
       VIPs) and, with O(ring_slots), C(ring_slots).
+    - With O(health_state_file) or O(state_file), each real also has C(health) (C(state) C(up), C(down)
+      or C(unknown); C(since), C(reason) and C(last), the last check's C(ok), C(at) and C(reason)) and
+      C(configured_weight) (from O(state_file), else null), and each VIP C(fail_open) (every real
+      in its ring is down, so the agent kept the last ring).
   returned: when loaded
   type: list
   elements: dict
@@ -96,7 +123,15 @@ vips:
       vip_num: 0
       ring: {present: true, consistent: true, id: 231}
       stats: {packets: 1200, bytes: 96000}
-      reals: [{address: 10.1.0.11, weight: 100, index: 1, stats: {packets: 600, bytes: 48000}}]
+      fail_open: false
+      reals:
+        - address: 10.1.0.11
+          weight: 100
+          configured_weight: 100
+          index: 1
+          stats: {packets: 600, bytes: 48000}
+          health: {state: up, since: 1765000000.0, reason: connected in 0.4 ms,
+                   last: {ok: true, at: 1765000001.0, reason: connected in 0.4 ms}}
 reals:
   description: Every real in use, with C(index), C(address), C(vips) (keys of the VIPs using it) and C(stats).
   returned: when loaded
@@ -114,7 +149,7 @@ limits:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer, healthstate
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import libbpf, program
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
@@ -126,6 +161,8 @@ def main():
             interface=dict(type="str"),
             stats=dict(type="bool", default=True),
             ring_slots=dict(type="bool", default=False),
+            health_state_file=dict(type="path"),
+            state_file=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -138,7 +175,8 @@ def main():
                 prog.pop("map_ids")
         if not balancer.is_loaded(p["pin_root"]):
             module.exit_json(changed=False, loaded=False, program=prog, vips=[], reals=[])
-        data = balancer.info(p["pin_root"], stats=p["stats"], ring_slots=p["ring_slots"])
+        data = healthstate.annotate_from(balancer.info(p["pin_root"], stats=p["stats"], ring_slots=p["ring_slots"]),
+                                         p["health_state_file"], p["state_file"])
     except EngineError as exc:
         module.fail_json(msg=exc.msg, field=exc.field)
     except libbpf.BpfError as exc:

@@ -17,7 +17,11 @@ description:
     protocols, flags, weights, duplicates, unknown keys, the map sizes), C(balancer_interface) (a
     device name the kernel accepts), C(balancer_xdp_mode), C(balancer_ring_size), C(balancer_gateway_mac),
     C(balancer_source_mode), C(balancer_source_v4), C(balancer_source_v6), C(balancer_max_packet_size)
-    (what the state file and lb_config accept) and C(balancer_engine_python)."
+    (what the state file and lb_config accept), C(balancer_engine_python), the health check defaults
+    C(balancer_health_kind), C(balancer_health_interval), C(balancer_health_timeout), C(balancer_health_rise)
+    and C(balancer_health_fall) (as the agent reads the state file's C(health); each VIP's own C(health) is
+    resolved against them), C(balancer_health_state_file) (an absolute path the agent's unit can name),
+    C(balancer_agent_mode) and C(balancer_agent_capabilities) (Linux capability names)."
   - "Backend variables: O(backends) hosts' C(backend_vips) (addresses as ip_address binds them to lo,
     duplicates), C(backend_interface), C(backend_ipip_device), C(backend_ip6tnl_device),
     C(backend_tunnel_address), C(backend_arp_ignore), C(backend_arp_announce), C(backend_advmss),

@@ -36,7 +36,8 @@ WITHOUT_PYROUTE2 = {
     "xdplb.katran.backend_check": "only with inspect: false (kernel tunnel support from /sys and /lib/modules)",
 }
 KEYWORDS = {"name", "when", "register", "vars", "check_mode", "diff", "changed_when", "failed_when", "notify",
-            "delegate_to", "run_once", "loop", "loop_control", "tags", "become", "ignore_errors", "no_log"}
+            "delegate_to", "run_once", "loop", "loop_control", "tags", "become", "ignore_errors", "no_log",
+            "environment"}
 
 
 def _module(task):

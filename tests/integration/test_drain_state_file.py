@@ -50,6 +50,7 @@ def env(tmp_path_factory):
             "balancer_gateway_mac": "02:00:00:00:00:fe", "balancer_source_v4": "10.9.0.1",
             "balancer_state_dir": str(tmp / "etc"), "balancer_lib_dir": str(tmp / "lib"),
             "balancer_systemd_dir": str(tmp / "systemd"), "balancer_systemd_enable": False,
+            "balancer_health_state_file": str(tmp / "health" / "health.json"),
             "balancer_packages": [], "balancer_verify_connection": False}
     inventory = tmp / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"children": {"balancers": {"hosts": {"lb": host}}}}}))

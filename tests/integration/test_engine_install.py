@@ -286,3 +286,36 @@ def test_ensure_checks_the_object_before_it_writes_anything(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["file"]
     check = install.ensure(dest, check_mode=True, obj={"dest": str(tmp_path / "bpf" / "x.o"), "data": b"x"})
     assert check["object"] and check["changed"] and sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_units_and_objects_lists_in_one_run_each_reported_by_path(dest, tmp_path):
+    # The balancer role's one task: the restore and agent units, balancer.o and hc_encap.o.
+    for name, data in (("balancer.o", b"\x7fELF balancer"), ("hc_encap.o", b"\x7fELF hc")):
+        (tmp_path / name).write_bytes(data)
+    units = [{"path": str(tmp_path / "systemd" / "xdplb-balancer.service"), "content": "[Service]\nExecStart=@PYTHON@\n"},
+             {"path": str(tmp_path / "systemd" / "xdplb-agent.service"), "content": "[Service]\nExecStart=@PYTHON@ -m x\n",
+              "python": "/opt/py/bin/python3"}]
+    objects = [{"src": str(tmp_path / "balancer.o"), "dest": str(tmp_path / "lib" / "bpf" / "balancer.o.candidate")},
+               {"src": "hc_encap.o", "dest": str(tmp_path / "lib" / "bpf" / "hc_encap.o")}]
+    args = {"dest": dest, "units": units, "objects": objects}
+    check = _play(tmp_path, args, "--check", "--diff")
+    assert check["units"] == [u["path"] for u in units] and check["objects"] == [o["dest"] for o in objects], check
+    assert "object %s (7 bytes)" % objects[1]["dest"] in check["diff"]["after"]
+    assert not os.path.exists(tmp_path / "lib" / "bpf")
+    first = _play(tmp_path, args)
+    assert first["changed"] and first["unit"] and first["object"] and len(first["units"]) == 2, first
+    assert (tmp_path / "lib" / "bpf" / "hc_encap.o").read_bytes() == b"\x7fELF hc"
+    assert "ExecStart=/opt/py/bin/python3 -m x" in open(units[1]["path"]).read()
+    assert "ExecStart=%s\n" % first["host"]["python"] in open(units[0]["path"]).read()
+    # The bytes are not echoed back in the invocation.
+    assert first["invocation"]["module_args"]["objects"][1]["content_base64"] == "(7 bytes)"
+    again = _play(tmp_path, args)
+    assert not again["changed"] and again["units"] == [] and again["objects"] == [], again
+    (tmp_path / "hc_encap.o").write_bytes(b"\x7fELF hc 2")
+    edited = _play(tmp_path, args)
+    assert edited["objects"] == [objects[1]["dest"]] and edited["units"] == [] and edited["written"] == [], edited
+    missing = _play(tmp_path, dict(args, objects=[objects[0], {"src": str(tmp_path / "nowhere.o"), "dest": "/x.o"}]))
+    assert missing.get("field") == "objects[1].src", missing
+    assert missing["msg"] == "objects[1].src: %s not found on the controller" % (tmp_path / "nowhere.o")
+    bad = _play(tmp_path, dict(args, units=[dict(units[0], python="python3")]))
+    assert bad.get("field") == "units[0].python", bad

@@ -1,6 +1,6 @@
 """The engine's command line, for operators and for boot-time restore without Ansible.
 
-    python3 -m xdplb_engine [--pin-root DIR] status [--interface IF] [--json]
+    python3 -m xdplb_engine [--pin-root DIR] status [--interface IF] [--health-state FILE] [--state-file FILE] [--json]
     python3 -m xdplb_engine [--pin-root DIR] stats [--json]
     python3 -m xdplb_engine restore STATE_FILE [--check]
     python3 -m xdplb_engine backend-restore STATE_FILE [--check]
@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 from . import document, netlink
 from .backend import backend_restore
@@ -177,7 +178,38 @@ def restore(state, check_mode=False, out=sys.stdout, timeout=3.0):
     return prog, cfg_res, vip_res
 
 
-def status(pin_root, interface=None, as_json=False, out=sys.stdout):
+def _when(stamp):
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp)) if isinstance(stamp, (int, float)) else "?"
+
+
+def real_line(real):
+    """One real of an annotated VIP (healthstate.annotate): ``10.30.1.2 w0 (configured 1) down since
+    2026-12-07 12:00:01 UTC: <the check's reason>``."""
+    text = "%s w%s" % (real["address"], real["weight"])
+    if real.get("configured_weight") is not None:
+        text += " (configured %s)" % real["configured_weight"]
+    health = real.get("health") or {}
+    state = health.get("state", "unknown")
+    if state == "down":
+        return "%s down since %s: %s" % (text, _when(health.get("since")), health.get("reason") or "no reason given")
+    last = health.get("last") or {}
+    if state == "up" and last.get("ok") is False:
+        return "%s up (last check failed: %s)" % (text, last.get("reason") or "no reason given")
+    return "%s %s" % (text, state)
+
+
+def vip_lines(vip):
+    """The lines of one VIP of balancer.info(); with health (annotated), one line per real and a
+    loud FAIL OPEN when every real in its ring is down."""
+    flags = (" [%s]" % ",".join(vip["flags"])) if vip["flags"] else ""
+    ring = "" if vip["ring"]["present"] else " NO RING"
+    if "fail_open" not in vip:
+        return ["  %s%s%s: %s" % (vip["key"], flags, ring, ", ".join("%s w%s" % (r["address"], r["weight"]) for r in vip["reals"]))]
+    loud = " FAIL OPEN: every real in its ring is down, the last ring is kept" if vip["fail_open"] else ""
+    return ["  %s%s%s:%s" % (vip["key"], flags, ring, loud)] + ["    " + real_line(r) for r in vip["reals"]]
+
+
+def status(pin_root, interface=None, as_json=False, out=sys.stdout, health_state=None, state_file=None):
     attached = None
     if interface:
         attached = program.attached(program.ifindex(interface))
@@ -187,7 +219,7 @@ def status(pin_root, interface=None, as_json=False, out=sys.stdout):
         else:
             out.write("balancer: not loaded (no maps pinned under %s)\n" % pin_root)
         return EXIT_DOWN
-    data = balancer.info(pin_root, stats=False)
+    data = healthstate.annotate_from(balancer.info(pin_root, stats=False), health_state, state_file)
     data["program"] = attached
     if as_json:
         out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -204,10 +236,7 @@ def status(pin_root, interface=None, as_json=False, out=sys.stdout):
         lim = data["limits"]
         out.write("vips: %d of %d, reals: %d of %d\n" % (lim["vips"], lim["max_vips"], lim["reals"], lim["max_reals"]))
         for v in data["vips"]:
-            flags = (" [%s]" % ",".join(v["flags"])) if v["flags"] else ""
-            ring = "" if v["ring"]["present"] else " NO RING"
-            out.write("  %s%s%s: %s\n" % (v["key"], flags, ring, ", ".join(
-                "%s w%s" % (r["address"], r["weight"]) for r in v["reals"])))
+            out.write("".join(line + "\n" for line in vip_lines(v)))
     return EXIT_OK if (not interface or attached is not None) else EXIT_DOWN
 
 
@@ -285,6 +314,10 @@ def _parser():
     sub = p.add_subparsers(dest="command")
     s = sub.add_parser("status", help="program, config and VIPs")
     s.add_argument("--interface", help="also show the XDP program attached to this interface")
+    s.add_argument("--health-state", metavar="FILE", help="also show each real's health from the agent's file "
+                   "(%s by default for the agent)" % healthstate.DEFAULT_PATH)
+    s.add_argument("--state-file", metavar="FILE", help="also show each real's configured weight from this balancer "
+                   "state file (/etc/xdplb/balancer.json for the role)")
     s.add_argument("--json", action="store_true")
     s = sub.add_parser("stats", help="per-VIP, per-real and global counters (summed over CPUs)")
     s.add_argument("--json", action="store_true")
@@ -320,7 +353,7 @@ def main(argv=None, out=sys.stdout, err=sys.stderr):
     name = _prog()
     try:
         if args.command == "status":
-            return status(args.pin_root, args.interface, args.json, out)
+            return status(args.pin_root, args.interface, args.json, out, args.health_state, args.state_file)
         if args.command == "stats":
             return stats(args.pin_root, args.json, out)
         if args.command == "save":

@@ -96,7 +96,7 @@ def _check_file_dest(path, field):
         raise EngineError(f"{field}: {parent} (a parent of {path}) is not a directory", field=field, value=path)
 
 
-def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=None):
+def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=None, units=(), objs=()):
     """Make ``dest`` hold exactly the engine's files, and each of ``directories`` exist (the roles keep
     their object and state there). A missing directory (``dest`` too) is created with mode 0700; one
     that exists is left as it is, never re-moded (``balancer_lib_dir: /usr/local/lib`` must not lock
@@ -105,22 +105,27 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
     the systemd unit that runs the engine at boot, mode 0644, its directory created (0755) when
     missing. ``obj`` ({dest, data: bytes}): a file sent from the controller (the balancer role's BPF
     object), mode 0600, its directory created (0700) when missing. Everything is checked before
-    anything is written. Returns {changed, written, removed, directories, unit, object}:
-    ``directories`` lists those created, ``unit`` and ``object`` whether that file changed."""
+    anything is written. ``units`` and ``objs``: more of them (lists, after ``unit`` and ``obj``).
+    Returns {changed, written, removed, directories, unit, object, units, objects}: ``directories``
+    lists those created, ``units`` and ``objects`` the paths of the unit files and objects that
+    change, ``unit`` and ``object`` whether any does."""
     files = sources() if files is None else files
     dirs = [d for d in directories if _missing_dir(d)]
     write, remove = plan(dest, files)
     _check_dest(dest)
-    unit_data = unit["content"].encode() if unit else None
-    if unit:
-        _check_file_dest(unit["path"], "unit.path")
-    if obj:
-        _check_file_dest(obj["dest"], "object.dest")
-    unit_changed = bool(unit) and differs(unit["path"], unit_data, 0o644)
-    obj_changed = bool(obj) and differs(obj["dest"], obj["data"], 0o600)
+    unit_list = _listed([unit] if unit else [], units, "unit", "units", "path")
+    obj_list = _listed([obj] if obj else [], objs, "object", "objects", "dest")
+    for field, item in unit_list:
+        _check_file_dest(item["path"], field)
+    for field, item in obj_list:
+        _check_file_dest(item["dest"], field)
+    unit_changed = [(item["path"], item["content"].encode()) for _f, item in unit_list
+                    if differs(item["path"], item["content"].encode(), 0o644)]
+    obj_changed = [(item["dest"], item["data"]) for _f, item in obj_list if differs(item["dest"], item["data"], 0o600)]
     changed = bool(write or remove or dirs or unit_changed or obj_changed or not os.path.isdir(dest))
     result = dict(changed=changed, written=write, removed=remove, directories=dirs,
-                  unit=unit_changed, object=obj_changed)
+                  unit=bool(unit_changed), object=bool(obj_changed),
+                  units=[p for p, _d in unit_changed], objects=[p for p, _d in obj_changed])
     if check_mode or not changed:
         return result
     for path in dirs + ([] if os.path.isdir(dest) else [dest]):
@@ -142,40 +147,56 @@ def ensure(dest, check_mode=False, files=None, directories=(), unit=None, obj=No
             if os.path.basename(top) == "__pycache__":
                 for name in names:
                     os.unlink(os.path.join(top, name))
-    if unit_changed:
-        os.makedirs(os.path.dirname(os.path.abspath(unit["path"])), mode=0o755, exist_ok=True)
-        atomic_write(os.path.abspath(unit["path"]), unit_data, 0o644)
-    if obj_changed:
-        os.makedirs(os.path.dirname(os.path.abspath(obj["dest"])), mode=0o700, exist_ok=True)
-        atomic_write(os.path.abspath(obj["dest"]), obj["data"], 0o600)
+    for path, data in unit_changed:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+        atomic_write(os.path.abspath(path), data, 0o644)
+    for path, data in obj_changed:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+        atomic_write(os.path.abspath(path), data, 0o600)
     return result
 
 
-def object_request(obj):
-    """{dest, data} of engine_install's ``object`` ({src, content_base64, dest} or None), its bytes decoded."""
+def _listed(single, many, name, names, key):
+    """[(field of its path in errors, item)] of the single form and the list form together; a path
+    given twice is refused (the second would silently win)."""
+    out = [("%s.%s" % (name, key), item) for item in single]
+    out += [("%s[%d].%s" % (names, i, key), item) for i, item in enumerate(many or ())]
+    seen = {}
+    for field, item in out:
+        path = os.path.abspath(item[key])
+        if path in seen:
+            raise EngineError("%s: %s is also %s" % (field, item[key], seen[path]), field=field, value=item[key])
+        seen[path] = field
+    return out
+
+
+def object_request(obj, field="object"):
+    """{dest, data} of engine_install's ``object`` ({src, content_base64, dest} or None), its bytes
+    decoded; `field`: its name in errors (``objects[1]`` for an item of ``objects``)."""
     if obj is None:
         return None
     if obj["content_base64"] is None:
         # The action plugin did not read src (the module run without it, or object given as a string).
-        raise EngineError("object.src: %s was not read on the controller (the xdplb.katran.engine_install action "
-                          "plugin reads it when object is a mapping); give object.content_base64 instead" % obj["src"],
-                          field="object.src", value=obj["src"])
+        raise EngineError("%s.src: %s was not read on the controller (the xdplb.katran.engine_install action "
+                          "plugin reads it when %s is a mapping); give %s.content_base64 instead"
+                          % (field, obj["src"], field, field), field=field + ".src", value=obj["src"])
     try:
         data = base64.b64decode(obj["content_base64"], validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise EngineError("object.content_base64: not valid base64 (%s)" % exc, field="object.content_base64")
+        raise EngineError("%s.content_base64: not valid base64 (%s)" % (field, exc), field=field + ".content_base64")
     return {"dest": obj["dest"], "data": data}
 
 
-def unit_request(unit):
+def unit_request(unit, field="unit"):
     """engine_install's ``unit`` ({path, content, python} or None) with @PYTHON@ replaced by unit.python
-    or this process's interpreter (in a module: the one Ansible uses on the host)."""
+    or this process's interpreter (in a module: the one Ansible uses on the host); `field`: its name
+    in errors (``units[1]`` for an item of ``units``)."""
     if unit is None:
         return None
     python = unit["python"] or sys.executable
     if not os.path.isabs(python) or any(c.isspace() or c in "%$\\" for c in python):
-        raise EngineError("unit.python: %s must be an absolute path without spaces, '%%', '$' or '\\' "
-                          "(it goes into the unit's ExecStart)" % show(python), field="unit.python", value=python)
+        raise EngineError("%s.python: %s must be an absolute path without spaces, '%%', '$' or '\\' "
+                          "(it goes into the unit's ExecStart)" % (field, show(python)), field=field + ".python", value=python)
     return {"path": unit["path"], "content": unit["content"].replace("@PYTHON@", python)}
 
 

@@ -134,3 +134,28 @@ def boolean(value, field):
     if not isinstance(value, bool):
         fail(field, value, "expected true or false")
     return value
+
+
+# linux/capability.h, CAP_CHOWN (0) to CAP_CHECKPOINT_RESTORE (40): the names systemd and setpriv know.
+CAPABILITIES = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+                "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+                "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
+                "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+                "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+                "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+                "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE")
+
+
+def capabilities(values, field="capabilities"):
+    """A list of Linux capability names as a unit's CapabilityBoundingSet takes them (CAP_BPF), each once."""
+    if not isinstance(values, list):
+        fail(field, values, "expected a list of capability names such as CAP_NET_ADMIN")
+    seen = set()
+    for index, value in enumerate(values):
+        item = "%s[%d]" % (field, index)
+        if value not in CAPABILITIES:
+            fail(item, value, "is not a Linux capability name (CAP_ and upper case, such as CAP_NET_RAW)")
+        if value in seen:
+            fail(item, value, "is listed twice")
+        seen.add(value)
+    return list(values)

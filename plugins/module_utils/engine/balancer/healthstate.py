@@ -131,3 +131,13 @@ def annotate(info, doc, configured=None):
                 serving.append(real["health"]["state"] == "down")
         vip["fail_open"] = bool(serving and all(serving)) or bool(agent_vips.get(key, {}).get("fail_open"))
     return info
+
+
+def annotate_from(info, health_path=None, state_path=None):
+    """annotate() with the document at `health_path` and the configured weights of the balancer
+    state file at `state_path`, when either is given (lb_info, the CLI status); `info` unchanged
+    otherwise. A missing health file is empty(); a missing or bad state file is a StateFileError."""
+    if health_path or state_path:
+        annotate(info, read(health_path) if health_path else empty(),
+                 configured_weights(state_path) if state_path else None)
+    return info
