@@ -105,7 +105,8 @@ vips:
       C(flags), C(icmp_echo), C(vip_num), C(ring) (C(present), C(consistent)), C(stats)
       (C(packets), C(bytes)) and C(reals).
     - Each real has C(address), C(weight), C(index), C(stats) (counters of the real over all its
-      VIPs) and, with O(ring_slots), C(ring_slots).
+      VIPs) and, with O(ring_slots), C(ring_slots); with O(ring_slots) the VIP's C(ring) also has the C(id) of the
+      installed ring map (a swap installs a new one).
     - With O(health_state_file) or O(state_file), each real also has C(health) (C(state) C(up), C(down)
       or C(unknown); C(since), C(reason) and C(last), the last check's C(ok), C(at) and C(reason)) and
       C(configured_weight) (from O(state_file), else null), and each VIP C(fail_open) (every real
@@ -121,7 +122,7 @@ vips:
       flags: []
       icmp_echo: true
       vip_num: 0
-      ring: {present: true, consistent: true, id: 231}
+      ring: {present: true, consistent: true}
       stats: {packets: 1200, bytes: 96000}
       fail_open: false
       reals:

@@ -86,7 +86,9 @@ def logical(pin_root):
             rings[v["key"]] = None if ring is None else list(map(st.real_addr.get, ring))
         words = st.filter_words
     nums = sorted(v["vip_num"] for v in st.vips.values())
-    return {"vips": [dict({k: v[k] for k in ("key", "flags", "icmp_echo", "ring")},
+    # The ring's map id is a choice of the kernel too: only whether it is there and consistent counts.
+    return {"vips": [dict({k: v[k] for k in ("key", "flags", "icmp_echo")},
+                          ring={k: v["ring"][k] for k in ("present", "consistent")},
                           reals=[{k: r[k] for k in ("address", "weight", "ring_slots")} for r in v["reals"]])
                      for v in data["vips"]],
             "reals": sorted(r["address"] for r in data["reals"]), "rings": rings,

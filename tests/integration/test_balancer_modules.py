@@ -112,7 +112,7 @@ def test_info_reads_well(lab):
     port80 = [r["address"] for v in info["vips"] if v["port"] == 80 for r in v["reals"]]
     assert port80 == ["10.1.0.1", "10.1.0.2", "fd00:1::3"]
     udp = [v for v in info["vips"] if v["protocol"] == "udp"][0]
-    assert udp["flags"] == ["no_conn_table"] and udp["ring"]["present"] and udp["ring"]["consistent"] and udp["ring"]["id"] > 0
+    assert udp["flags"] == ["no_conn_table"] and udp["ring"] == {"present": True, "consistent": True}
     assert set(info["global"]) >= {"pass", "tx", "drop", "conn_miss"}
     assert info["limits"]["vips"] == 3 and info["limits"]["reals"] == 5
 

@@ -9,7 +9,9 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COLLECTIONS = os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep)[0]
+# The Makefile's collections path, or this checkout's when pytest runs without it.
+COLLECTIONS = (os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep)[0]
+               or os.path.join(os.path.dirname(os.path.dirname(HERE)), ".build", "collections"))
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                 reason="needs root and unshare for a network namespace of its own")

@@ -474,9 +474,10 @@ def _info(bal, stats, ring_slots):
             reals.append(entry)
         item = {"key": name, "address": v["address"], "port": v["port"], "protocol": v["protocol"],
                 "flags": spec["flags"], "icmp_echo": spec["icmp_echo"], "vip_num": num,
-                "ring": {"present": num in st.ring_ids, "consistent": st.ring_ok(num),
-                         # A swap installs a new map: a changed id means the ring was rewritten.
-                         "id": st.ring_ids.get(num)}, "reals": reals}
+                "ring": {"present": num in st.ring_ids, "consistent": st.ring_ok(num)}, "reals": reals}
+        if ring_slots:
+            # A swap installs a new map: a changed id means the ring was rewritten.
+            item["ring"]["id"] = st.ring_ids.get(num)
         if stats:
             item["stats"] = vip_stats.get(num, {"packets": 0, "bytes": 0})
         vips.append(item)
