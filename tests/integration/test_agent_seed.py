@@ -15,14 +15,15 @@ directory) with one VIP 10.202.100.1:80/tcp over both backends, and the real age
 2. rp_filter=1 on be1's tunl0 and `all` (the seed's misconfiguration): a plain TCP check of be1's
    own address from lb still passes, while the agent's check (encapsulated to be1, inner
    destination the VIP) times out, the agent logs be1 down and its weight becomes 0 within
-   fall x interval + 1 s; be2 keeps weight 1 and new client connections all reach be2;
+   fall x interval + 1 s (the ring swap: see TCG_FACTOR); be2 keeps weight 1 and new client connections all reach be2;
 3. the backend role's fix (its net_conf step for the tunnel devices: effective rp_filter 0 on
    tunl0, netconf.ensure) brings be1 back within rise x interval + 1 s.
 
 Needs the ipip module for tunl0: the CI host's kernel has none, so this runs in the kernel tier
 (tests/kernel/test_kernel_tier.py collects it by its needs_ipip marker). Under QEMU TCG every
 process is slow, so the waits for the agent to start are generous and the two timed bounds are
-scaled by TCG_FACTOR in the guest (see below); the measured seconds are printed either way.
+split: the state change is held to the issue's bound everywhere, the ring swap after it to the
+bound x TCG_FACTOR in the guest (see below); the measured seconds are printed either way.
 """
 import ctypes
 import json
@@ -56,12 +57,14 @@ BE1, BE2 = "10.202.11.2", "10.202.12.2"
 HEALTH = {"kind": "tcp", "interval": 0.2, "rise": 2, "fall": 2}   # timeout: the interval
 DOWN_BOUND = HEALTH["fall"] * HEALTH["interval"] + 1.0            # the issue's bounds
 UP_BOUND = HEALTH["rise"] * HEALTH["interval"] + 1.0
-# In the kernel tier's guest (QEMU TCG, no KVM: every instruction translated) the agent's Python
-# runs 20-100x slower than on hardware (tests/kernel/README.md, "Python speed"); its checks do not
-# (their timers are the wall clock), but the ring swap after a state change does. The bounds are
-# multiplied by this factor there and only there; the printed seconds are the real ones.
+# The state change (the agent's own record of when the real fell or rose) must meet the issue's
+# bound everywhere: check timers are the wall clock. The ring swap that follows is Python reading
+# and writing the maps: about 0.05 s on hardware, but in the kernel tier's guest (QEMU TCG, no
+# KVM: every instruction translated, tests/kernel/README.md "Python speed") the first one took
+# 10 s. So there, and only there, the time to the ring swap is held to the bound x TCG_FACTOR;
+# the printed seconds are the real ones.
 IN_TCG_GUEST = bool(os.environ.get("KTIER_OUT"))
-TCG_FACTOR = 5.0
+TCG_FACTOR = 15.0
 SCALE = TCG_FACTOR if IN_TCG_GUEST else 1.0
 AGENT_START = 300.0   # python + engine + pyroute2 imports: tens of seconds under TCG
 WAIT = 60.0           # anything else that should happen, before giving up
@@ -342,7 +345,7 @@ def test_rp_filter_on_the_arrival_device_takes_the_backend_out_and_the_role_fix_
         print("\n[agent seed] rp_filter=1 on %s's %s: down after %.2f s, out of the ring after %.2f s (bound %.1f s x %g);"
               " agent: %s; own-address check: %s" % (BE1, lab.arrival, detect_s, down_s, DOWN_BOUND, SCALE, line,
                                                      own["reason"]))
-        assert down_s <= DOWN_BOUND * SCALE, (down_s, log)
+        assert detect_s <= DOWN_BOUND and down_s <= DOWN_BOUND * SCALE, (detect_s, down_s, log)
 
         # 3. the backend role's fix: its net_conf step on the tunnel devices (effective rp_filter 0
         # there; netconf keeps eth0 at its effective 1 while lowering `all`)
@@ -356,8 +359,9 @@ def test_rp_filter_on_the_arrival_device_takes_the_backend_out_and_the_role_fix_
         assert lab.weights() == {BE1: 1, BE2: 1}
         held = lab.health()[BE1]
         assert held["state"] == "up" and held["reason"].startswith("connected in"), held
+        rise_s = held["since"] - wall1
         print("[agent seed] the role's fix: up after %.2f s, back in the ring after %.2f s (bound %.1f s x %g); agent: %s"
-              % (held["since"] - wall1, up_s, UP_BOUND, SCALE, _line(lab.log(), "real %s up for %s: " % (BE1, KEY))))
-        assert up_s <= UP_BOUND * SCALE, (up_s, lab.log())
+              % (rise_s, up_s, UP_BOUND, SCALE, _line(lab.log(), "real %s up for %s: " % (BE1, KEY))))
+        assert rise_s <= UP_BOUND and up_s <= UP_BOUND * SCALE, (rise_s, up_s, lab.log())
     finally:
         lab.close()
