@@ -28,7 +28,6 @@ bound x TCG_FACTOR in the guest (see below); the measured seconds are printed ei
 import ctypes
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
