@@ -307,8 +307,11 @@ def test_units_and_objects_lists_in_one_run_each_reported_by_path(dest, tmp_path
     assert (tmp_path / "lib" / "bpf" / "hc_encap.o").read_bytes() == b"\x7fELF hc"
     assert "ExecStart=/opt/py/bin/python3 -m x" in open(units[1]["path"]).read()
     assert "ExecStart=%s\n" % first["host"]["python"] in open(units[0]["path"]).read()
-    # The bytes are not echoed back in the invocation.
-    assert first["invocation"]["module_args"]["objects"][1]["content_base64"] == "(7 bytes)"
+    # The bytes are not echoed back (ansible-core 2.21 returns no invocation at all; older ones
+    # show the size in its place).
+    assert base64.b64encode(b"\x7fELF hc").decode() not in json.dumps(first)
+    if "invocation" in first:
+        assert first["invocation"]["module_args"]["objects"][1]["content_base64"] == "(7 bytes)"
     again = _play(tmp_path, args)
     assert not again["changed"] and again["units"] == [] and again["objects"] == [], again
     (tmp_path / "hc_encap.o").write_bytes(b"\x7fELF hc 2")
