@@ -4,7 +4,8 @@
     python3 -m xdplb_engine [--pin-root DIR] stats [--json]
     python3 -m xdplb_engine restore STATE_FILE [--check]
     python3 -m xdplb_engine backend-restore STATE_FILE [--check]
-    python3 -m xdplb_engine agent STATE_FILE [--health-state FILE] [--daemon --pidfile F --log-file F]
+    python3 -m xdplb_engine agent STATE_FILE [--health-state FILE] [--announce-table N [--drain-file F]]
+                                             [--daemon --pidfile F --log-file F]
     python3 -m xdplb_engine [--pin-root DIR] save STATE_FILE [--object O] [--interface IF] [--mode M]
 
 The package runs under any name (copied to /usr/local/lib/xdplb/xdplb_engine, or inside the
@@ -24,7 +25,7 @@ import time
 from . import document, netlink
 from .backend import backend_restore
 from .balancer import balancer, healthstate, statefile, vips
-from .health import agent
+from .health import agent, announce
 from .bpf import libbpf, program
 from .errors import EngineError, StateFileError
 from .balancer.statefile import STATE_VERSION, parse_state
@@ -281,6 +282,10 @@ def save(path, pin_root, obj=None, interface=None, mode=None, out=sys.stdout):
 def run_agent(args, out=sys.stdout, err=sys.stderr):
     """The agent in the foreground (systemd), or detached with --daemon: then an agent the pidfile
     names already running is asked to reload (SIGHUP) instead, and the output says which."""
+    if args.announce_table is not None:
+        announce.Announcer(args.announce_table, args.announce_device)  # its checks, before anything starts
+    elif args.drain_file:
+        raise UsageError("--drain-file needs --announce-table (it withdraws the announcements)", field="drain_file")
     if args.daemon:
         if not args.pidfile or not args.log_file:
             raise UsageError("--daemon needs --pidfile and --log-file", field="pidfile")
@@ -299,7 +304,9 @@ def run_agent(args, out=sys.stdout, err=sys.stderr):
             out.write("started %s\n" % started)
             return EXIT_OK
     try:
-        return agent.serve(agent.Agent(args.state_file, args.health_state, args.hc_object))
+        return agent.serve(agent.Agent(args.state_file, args.health_state, args.hc_object,
+                                       announce_table=args.announce_table, announce_device=args.announce_device,
+                                       drain_file=args.drain_file))
     except agent.ConfigError as exc:
         err.write("%s agent: error: %s\n" % (_prog(), exc.msg))
         return EXIT_USAGE
@@ -333,6 +340,11 @@ def _parser():
     s.add_argument("state_file", help="the balancer state file the restore reads")
     s.add_argument("--health-state", default=healthstate.DEFAULT_PATH, help="the agent's own state (default %(default)s)")
     s.add_argument("--hc-object", help="hc_encap.o (default: next to the state file's object)")
+    s.add_argument("--announce-table", type=int, metavar="N",
+                   help="keep a route per VIP address this balancer can serve in kernel table N, for BIRD to announce")
+    s.add_argument("--announce-device", default=announce.DEFAULT_DEVICE,
+                   help="the agent's TUN device those routes go through (default %(default)s)")
+    s.add_argument("--drain-file", metavar="FILE", help="while FILE exists, announce nothing (balancer drain)")
     s.add_argument("--daemon", action="store_true", help="detach (hosts without systemd); needs --pidfile, --log-file")
     s.add_argument("--pidfile")
     s.add_argument("--log-file")

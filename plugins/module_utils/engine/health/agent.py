@@ -17,6 +17,11 @@ and the first apply finds nothing to change. Stop (SIGTERM, SIGINT): the file is
 filter removed, exit 0; the rings keep the weights they have. SIGHUP or a changed state file:
 reload, keeping the states of the checks that remain; a bad new file is logged and the running
 configuration kept. A bad configuration at start: ConfigError (exit 2 in the CLI).
+
+With --announce-table (BGP, announce.py): the routes BIRD announces are the VIP addresses this
+balancer can serve now: its XDP program attached to the interface and using the pinned maps, the
+VIP in those maps, not every real of it down (a failing-open VIP is withdrawn: the other balancers
+may still reach its reals), and no drain file. An address is kept while any of its VIPs can be served.
 """
 import os
 import signal
@@ -24,9 +29,10 @@ import sys
 import time
 
 from . import plan as checkplan
+from .announce import Announcer, DEFAULT_DEVICE
 from .monitor import Monitor
 from ..balancer import balancer, healthstate, overlay, statefile, vips as vipsmod
-from ..bpf import hc, hc_abi
+from ..bpf import abi, hc, hc_abi, libbpf, program
 from .. import hostnet
 from ..errors import EngineError, StateFileError, show
 
@@ -82,8 +88,13 @@ def _family(addr):
 
 class Agent:
     def __init__(self, state_file, health_path=healthstate.DEFAULT_PATH, hc_object=None, log=None,
-                 clock=time.monotonic, wall=time.time):
+                 clock=time.monotonic, wall=time.time, announce_table=None, announce_device=DEFAULT_DEVICE,
+                 drain_file=None):
         self.state_file, self.health_path, self.hc_object_arg = state_file, health_path, hc_object
+        self.announcer = Announcer(announce_table, announce_device) if announce_table else None
+        self.drain_file = drain_file
+        self.in_maps = set()       # VIP keys the maps held at the last apply
+        self.withdrawn = None      # why nothing is announced (logged once per reason), or None
         self.log = log or _stderr_log
         self.clock, self.wall = clock, wall
         self.cfg = None
@@ -121,8 +132,12 @@ class Agent:
             checks, marks, wanted = self._prepare(cfg, {})
             encap.attach()
             encap.sync(wanted)
+            if self.announcer is not None:
+                self.announcer.open()
         except EngineError:
             encap.close()
+            if self.announcer is not None:
+                self.announcer.close()
             raise
         self.encap, self.cfg, self.checks, self.marks = encap, cfg, checks, marks
         self.intent = (cfg["stat"], st["vips"])
@@ -234,6 +249,8 @@ class Agent:
                 self._waiting_logged = True
             self._write(self._document())
             self.retry_at = self.clock() + RETRY_EVERY
+            self.in_maps = set()
+            self.announce()
             return None
         self._waiting_logged = False
         found = {}  # the document written once the rings are in place
@@ -241,6 +258,7 @@ class Agent:
         def through_health(_vips, state):
             doc = self._document()
             wanted = [v for v in self._current_intent() if v["key"] in state.vips]
+            found["in_maps"] = {v["key"] for v in wanted}
             eff, news = overlay.apply(wanted, doc, state)
             doc["vips"] = {k: {"fail_open": True, "reason": "every real is down (%s): the VIP keeps its last ring"
                                % ", ".join(s["down"])} for k, s in news.items() if s["fail_open"]}
@@ -260,6 +278,8 @@ class Agent:
             self.retry_at = self.clock() + RETRY_EVERY
             return None
         self.retry_at = None
+        self.in_maps = found.get("in_maps", self.in_maps)
+        self.announce()
         self.applies += 1
         changed = [c["key"] for c in result["vips"] if c.get("action", "unchanged") != "unchanged"]
         if result["changed"]:
@@ -267,6 +287,66 @@ class Agent:
         for line in result["repairs"]:
             self.log("repaired: %s" % line)
         return result
+
+    # ------------------------------------------------------------------ BGP announcements
+    def _not_serving(self):
+        """Why this balancer can serve no VIP now, or None."""
+        st = self.cfg["state"]
+        if self.drain_file and os.path.exists(self.drain_file):
+            return "drained (%s exists)" % self.drain_file
+        if not balancer.is_loaded(st["pin_root"]):
+            return "the balancer is not loaded under %s" % st["pin_root"]
+        try:
+            prog = program.attached(program.ifindex(st["interface"]))
+            fd = libbpf.obj_get(os.path.join(st["pin_root"], abi.MAP_VIP_TABLE))
+            try:
+                pinned = libbpf.map_info(fd)["id"]
+            finally:
+                libbpf.close_fd(fd)
+        except (EngineError, OSError) as exc:
+            return "cannot look at the XDP program on %s: %s" % (st["interface"], describe_error(exc))
+        if prog is None:
+            return "no XDP program on %s" % st["interface"]
+        if pinned not in prog["map_ids"]:
+            return "the XDP program on %s (id %d, %s) is not the one using the maps pinned under %s" % (
+                st["interface"], prog["prog_id"], prog["name"], st["pin_root"])
+        return None
+
+    def served(self):
+        """(VIP addresses to announce, sorted; {address withdrawn: why}; why nothing is, or None)."""
+        addresses = sorted({v["address"] for v in self.intent[1] or ()})
+        why = self._not_serving()
+        if why:
+            return [], {a: why for a in addresses}, why
+        keys = {}
+        for vip in self.intent[1] or ():
+            keys.setdefault(vip["address"], []).append(vip["key"])
+        out, withdrawn = [], {}
+        for addr in addresses:
+            if any(k in self.in_maps and k not in self.fail_open for k in keys[addr]):
+                out.append(addr)
+            elif any(k in self.in_maps for k in keys[addr]):
+                withdrawn[addr] = "every real down (%s failing open)" % _list([k for k in keys[addr] if k in self.fail_open])
+            else:
+                withdrawn[addr] = "not in the maps yet"
+        return out, withdrawn, None if out else "no VIP can be served"
+
+    def announce(self):
+        if self.announcer is None:
+            return
+        addresses, withdrawn, why = self.served()
+        try:
+            added, removed = self.announcer.sync(addresses)
+        except EngineError as exc:
+            self.log("announcements: %s" % exc.msg)
+            return
+        for addr in removed:
+            self.log("withdrawn %s: %s" % (addr, withdrawn.get(addr, "no VIP has this address any more")))
+        if added:
+            self.log("announced %s (table %d)" % (_list(added), self.announcer.table))
+        if why and why != self.withdrawn and not removed:
+            self.log("nothing announced: %s" % why)
+        self.withdrawn = why
 
     def _fail_open_news(self, now):
         for key in sorted(set(now) - set(self.fail_open)):
@@ -302,6 +382,7 @@ class Agent:
             self.log("repaired: the health-check filter on %s was gone, attached it again" % self.encap.interface)
         if self.monitor.completed != self._persisted:
             self._write(self._document())
+        self.announce()
 
     def run(self):
         next_watch = self.clock() + WATCH_EVERY
@@ -327,6 +408,9 @@ class Agent:
             self.encap.detach()
             self.encap.close()
             self.encap = None
+        if self.announcer is not None and self.announcer.fd is not None:
+            self.announcer.close()
+            self.log("withdrawn every VIP: the agent stops")
 
 
 def _restored(checks, doc):
