@@ -283,7 +283,10 @@ def run_agent(args, out=sys.stdout, err=sys.stderr):
     """The agent in the foreground (systemd), or detached with --daemon: then an agent the pidfile
     names already running is asked to reload (SIGHUP) instead, and the output says which."""
     if args.announce_table is not None:
-        announce.Announcer(args.announce_table, args.announce_device)  # its checks, before anything starts
+        try:
+            announce.Announcer(args.announce_table, args.announce_device)  # its checks, before anything starts
+        except EngineError as exc:
+            raise UsageError(exc.msg, field=exc.field) from exc
     elif args.drain_file:
         raise UsageError("--drain-file needs --announce-table (it withdraws the announcements)", field="drain_file")
     if args.daemon:
