@@ -11,13 +11,17 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
+from lab_playbook import changed_total, playbook
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab, labrouting
 
 PREFIX = "xkg-"
+ROLE_PREFIX = "xkgr-"
 STATE_ROOT = "/run/xdplb-labtest-bgp"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PASS_OBJECT = os.path.join(REPO, "files", "bpf", "pass.o")
+LAB_ONLY = os.path.join(REPO, "tests", "integration", "playbooks", "lab_only.yml")
 VIP4, VIP6 = "10.99.0.20/32", "fd00:99::20/128"
 
 pytestmark = [
@@ -142,3 +146,36 @@ def test_back_to_static_stops_frr_and_restores_the_routes(bgp_lab):
     assert lab.present(bgp_lab, PASS_OBJECT, routing="static", state_root=STATE_ROOT) == []
     changes = lab.present(bgp_lab, PASS_OBJECT, routing="bgp", state_root=STATE_ROOT)
     assert any("remove static route" in c for c in changes) and any("start FRR" in c for c in changes), changes
+
+
+def test_the_lab_role_with_bgp_gives_the_balancers_their_bgp_variables_and_converges_both_ways():
+    """The lab role (its default routing is bgp): the balancers' BIRD variables and the router's
+    lab_vtysh in the inventory, a second run changes nothing, and static and back converge."""
+    prefix, root = ROLE_PREFIX, STATE_ROOT + "-role"
+    args = ["-e", f"lab_prefix={prefix}", "-e", f"lab_state_root={root}", "-e", f"lab_pin_root=/sys/fs/bpf/xdplb-labtest-bgp-role",
+            "-e", "lab_balancers=2", "-e", "lab_backends=1"]
+    try:
+        playbook(LAB_ONLY, *args)
+        with open(root + "/inventory.yml") as handle:
+            groups = yaml.safe_load(handle)["all"]["children"]
+        lb2 = groups["balancers"]["hosts"][prefix + "lb2"]
+        assert lb2["balancer_bgp_enabled"] is True and lb2["balancer_bgp_local_as"] == 65010
+        assert lb2["balancer_bgp_peers"] == [{"address": "10.20.2.1", "as": 65000}, {"address": "fd00:20:2::1", "as": 65000}]
+        assert lb2["balancer_bgp_config_file"] == f"{root}/{prefix}lb2/bird/bird.conf"
+        assert lb2["balancer_bgp_drain_file"] == f"{root}/{prefix}lb2/etc/bgp-drained"
+        assert (lb2["balancer_bgp_mode"], lb2["balancer_bgp_packages"]) == ("process", [])
+        assert not any(k.startswith("balancer_bgp_") for k in groups["backends"]["hosts"][prefix + "be1"])
+        vtysh = groups["lab_routers"]["hosts"][prefix + "router"]["lab_vtysh"]
+        assert vtysh == ["vtysh", "--vty_socket", f"{root}/{prefix}router/frr"]
+        assert "65000" in subprocess.run(vtysh + ["-c", "show bgp summary"], capture_output=True, text=True, check=True).stdout
+        _rc, data = playbook(LAB_ONLY, *args)
+        assert changed_total(data) == 0
+        _rc, data = playbook(LAB_ONLY, *args, "-e", "lab_routing=static")
+        assert changed_total(data) > 0
+        with open(root + "/inventory.yml") as handle:
+            assert "balancer_bgp_" not in handle.read()
+        _rc, data = playbook(LAB_ONLY, *args, "-e", "lab_routing=static")
+        assert changed_total(data) == 0
+    finally:
+        playbook(LAB_ONLY, *args, "-e", "lab_state=absent")
+    assert not os.path.exists(root)

@@ -208,6 +208,8 @@ def present(lab, xdp_pass_object, check_mode=False, routing="static", state_root
         raise EngineError(f"routing: '{routing}' must be one of {', '.join(ROUTINGS)}", field="routing", value=routing)
     if routing == "bgp" and not state_root:
         raise EngineError("state_root: routing bgp needs a directory for the router's FRR files", field="state_root")
+    if routing == "bgp":
+        labrouting.check_as(router_as, balancer_as)
     if not os.path.isfile(xdp_pass_object):
         raise EngineError(f"xdp_pass_object: '{xdp_pass_object}' does not exist (build it with make -C files/bpf)",
                           field="xdp_pass_object", value=xdp_pass_object)

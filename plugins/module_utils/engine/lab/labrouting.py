@@ -158,8 +158,18 @@ def _start(router, directory):
                               f"{(proc.stderr or proc.stdout).strip()} {' | '.join(log)}".strip())
 
 
+def check_as(router_as, balancer_as):
+    for field, value in (("router_as", router_as), ("balancer_as", balancer_as)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4294967295:
+            raise EngineError(f"{field}: {value!r} must be an AS number from 1 to 4294967295", field=field, value=value)
+    if router_as == balancer_as:
+        raise EngineError(f"balancer_as: {balancer_as} is the router's AS too; the lab's sessions are eBGP",
+                          field="balancer_as", value=balancer_as)
+
+
 def bgp_present(lab, state_root, check_mode=False, router_as=ROUTER_AS, balancer_as=BALANCER_AS):
     """FRR running in the router namespace with the configuration of this lab. Returns the changes."""
+    check_as(router_as, balancer_as)
     router = lab["router"]
     directory = frr_dir(state_root, router)
     missing = [d for d in DAEMONS if not os.access(os.path.join(FRR_DIR, d), os.X_OK)]
