@@ -20,8 +20,8 @@ description:
   - O(state=absent) removes every namespace whose name matches the lab's pattern, whatever the lab's
     size was, and the per-host directories given in O(host_dirs).
   - With O(routing=bgp) the router has no routes of its own to the VIP prefixes (static ones left from
-    O(routing=static) are removed): it runs FRR (zebra, bgpd, bfdd) in its namespace as a private
-    instance under O(state_root)/<router>/frr, with an eBGP session per balancer and family (IPv4
+    O(routing=static) are removed). It runs FRR (zebra, bgpd, bfdd) in its namespace as a private
+    instance under C(<state_root>/<router>/frr), with an eBGP session per balancer and family (IPv4
     and IPv6, BFD 100 ms x 3, ECMP over up to 8 balancers), accepting only routes within
     O(vip_prefix4)/O(vip_prefix6) and announcing nothing. A changed configuration restarts it;
     O(routing=static) stops it and puts the static routes back.
@@ -86,7 +86,7 @@ options:
   state_root:
     description:
       - Parent of the per-host directories; with O(routing=bgp) the router's FRR files (configuration,
-        pid files, sockets, C(frr.log)) go to O(state_root)/<router>/frr. Required with O(routing=bgp);
+        pid files, sockets, C(frr.log)) go to C(<state_root>/<router>/frr). Required with O(routing=bgp);
         given with O(routing=static), an FRR started there before is stopped.
     type: path
   router_as:

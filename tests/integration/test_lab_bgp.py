@@ -152,7 +152,7 @@ def test_the_lab_role_with_bgp_gives_the_balancers_their_bgp_variables_and_conve
     """The lab role (its default routing is bgp): the balancers' BIRD variables and the router's
     lab_vtysh in the inventory, a second run changes nothing, and static and back converge."""
     prefix, root = ROLE_PREFIX, STATE_ROOT + "-role"
-    args = ["-e", f"lab_prefix={prefix}", "-e", f"lab_state_root={root}", "-e", f"lab_pin_root=/sys/fs/bpf/xdplb-labtest-bgp-role",
+    args = ["-e", f"lab_prefix={prefix}", "-e", f"lab_state_root={root}", "-e", "lab_pin_root=/sys/fs/bpf/xdplb-labtest-bgp-role",
             "-e", "lab_balancers=2", "-e", "lab_backends=1"]
     try:
         playbook(LAB_ONLY, *args)
