@@ -107,6 +107,23 @@ def test_no_static_routes_and_a_second_run_changes_nothing(bgp_lab):
     assert lab.present(bgp_lab, PASS_OBJECT, routing="bgp", state_root=STATE_ROOT, check_mode=True) == []
 
 
+def test_a_dead_daemon_or_a_new_configuration_restarts_frr(bgp_lab):
+    directory = labrouting.frr_dir(STATE_ROOT, bgp_lab["router"])
+    with open(directory + "/bgpd.pid") as handle:
+        os.kill(int(handle.read()), signal.SIGKILL)
+    time.sleep(0.2)
+    changes = lab.present(bgp_lab, PASS_OBJECT, routing="bgp", state_root=STATE_ROOT)
+    assert changes == [f"{bgp_lab['router']}: restart FRR (bgpd not running)"]
+    other = lab.plan(PREFIX, balancers=2, backends=1, vip_prefix4="10.99.0.0/16")
+    assert lab.present(other, PASS_OBJECT, routing="bgp", state_root=STATE_ROOT, check_mode=True) == [
+        f"{bgp_lab['router']}: FRR configuration bgpd.conf", f"{bgp_lab['router']}: restart FRR for the new configuration"]
+    assert len(lab.present(other, PASS_OBJECT, routing="bgp", state_root=STATE_ROOT)) == 2
+    with open(directory + "/bgpd.conf") as handle:
+        assert "permit 10.99.0.0/16 le 32" in handle.read()
+    lab.present(bgp_lab, PASS_OBJECT, routing="bgp", state_root=STATE_ROOT)
+    assert lab.present(bgp_lab, PASS_OBJECT, routing="bgp", state_root=STATE_ROOT) == []
+
+
 def test_ecmp_over_both_balancers_and_bfd_withdraws_a_dead_one(bgp_lab):
     balancers = [h for h in bgp_lab["hosts"] if h["kind"] == "lb"]
     pids = [start_bird(h) for h in balancers]

@@ -180,10 +180,12 @@ def bgp_present(lab, state_root, check_mode=False, router_as=ROUTER_AS, balancer
     stale = sorted(name for name, text in wanted.items() if _read(os.path.join(directory, name)) != text)
     stopped = sorted(d for d in DAEMONS if not _pid(directory, d, router))
     changes = [f"{router}: FRR configuration {name}" for name in stale]
-    if stale and len(stopped) < len(DAEMONS):
-        changes.append(f"{router}: restart FRR for the new configuration")
+    if len(stopped) == len(DAEMONS):
+        changes.append(f"{router}: start FRR {', '.join(DAEMONS)}")
     elif stopped:
-        changes.append(f"{router}: start FRR {', '.join(stopped)}")
+        changes.append(f"{router}: restart FRR ({', '.join(stopped)} not running)")
+    elif stale:
+        changes.append(f"{router}: restart FRR for the new configuration")
     if check_mode or not changes:
         return changes
     os.makedirs(directory, mode=0o700, exist_ok=True)
