@@ -62,7 +62,8 @@ def lab(tmp, state):
     with open(play, "w") as handle:
         json.dump([{"hosts": "localhost", "gather_facts": False, "roles": [{
             "role": "xdplb.katran.lab", "lab_state": state, "lab_prefix": PREFIX, "lab_balancers": 1,
-            "lab_backends": 1, "lab_state_root": STATE_ROOT, "lab_pin_root": PIN_ROOT}]}], handle)
+            "lab_backends": 1, "lab_state_root": STATE_ROOT, "lab_pin_root": PIN_ROOT,
+            "lab_routing": "static"}]}], handle)
     ansible(tmp, play, "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=" + sys.executable)
 
 

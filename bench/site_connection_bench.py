@@ -28,9 +28,9 @@ from bench_report import machine, report  # noqa: E402
 SERVICE = os.path.join(REPO, "extensions", "molecule", "ssh", "ssh-vars.yml")
 LABS = {
     "netns": {"lab_prefix": "xkc-", "lab_ssh": False, "lab_state_root": "/run/xdplb-bench-netns",
-              "lab_pin_root": "/sys/fs/bpf/xdplb-bench-netns"},
+              "lab_pin_root": "/sys/fs/bpf/xdplb-bench-netns", "lab_routing": "static"},
     "ssh": {"lab_prefix": "xkd-", "lab_ssh": True, "lab_state_root": "/run/xdplb-bench-ssh",
-            "lab_pin_root": "/sys/fs/bpf/xdplb-bench-ssh"},
+            "lab_pin_root": "/sys/fs/bpf/xdplb-bench-ssh", "lab_routing": "static"},
 }
 LAB = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "roles": [{"role": "xdplb.katran.lab"}]}]
 RESPONDERS = [{"hosts": "backends", "gather_facts": False, "tasks": [{

@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # debootstrap, dpkg-dev and openssh-client: the SSH lab hosts (roles/lab/files/ssh_host.sh).
+# bird2 and frr: the lab's BGP (BIRD on the balancers, FRR on the router, both in namespaces).
 APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 ethtool tcpdump netcat-openbsd
-              socat make util-linux rsync shellcheck debootstrap dpkg-dev openssh-client)
+              socat make util-linux rsync shellcheck debootstrap dpkg-dev openssh-client bird2 frr)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -21,7 +22,19 @@ if ((${#missing[@]})); then
     echo "bootstrap: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=600 update -qq
+    # The lab runs its own BIRD and FRR in namespaces: the packages' services must not start on
+    # the controller itself (a policy-rc.d that says 101 stops invoke-rc.d; an existing one is kept).
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+        trap 'rm -f "$policy"' EXIT
+        printf '#!/bin/sh\n# bootstrap.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+    fi
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [[ $(trap -p EXIT) ]]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -19,6 +19,12 @@ description:
   - Addresses, MAC addresses and names are derived from the indices; re-running changes nothing.
   - O(state=absent) removes every namespace whose name matches the lab's pattern, whatever the lab's
     size was, and the per-host directories given in O(host_dirs).
+  - With O(routing=bgp) the router has no routes of its own to the VIP prefixes (static ones left from
+    O(routing=static) are removed). It runs FRR (zebra, bgpd, bfdd) in its namespace as a private
+    instance under C(<state_root>/<router>/frr), with an eBGP session per balancer and family (IPv4
+    and IPv6, BFD 100 ms x 3, ECMP over up to 8 balancers), accepting only routes within
+    O(vip_prefix4)/O(vip_prefix6) and announcing nothing. A changed configuration restarts it;
+    O(routing=static) stops it and puts the static routes back.
   - "Runs on the controller as root (C(connection: local))."
 author:
   - xdplb.katran developers (@xdplb)
@@ -70,6 +76,27 @@ options:
       - BPF object with an XDP_PASS program in section C(xdp), attached to the router ports facing
         balancers. Required with O(state=present).
     type: path
+  routing:
+    description:
+      - How the router reaches the VIPs. V(static) routes the VIP prefixes to every balancer (ECMP);
+        V(bgp) learns them from the balancers over BGP, with FRR in the router namespace.
+    type: str
+    choices: [static, bgp]
+    default: static
+  state_root:
+    description:
+      - Parent of the per-host directories; with O(routing=bgp) the router's FRR files (configuration,
+        pid files, sockets, C(frr.log)) go to C(<state_root>/<router>/frr). Required with O(routing=bgp);
+        given with O(routing=static), an FRR started there before is stopped.
+    type: path
+  router_as:
+    description: AS number of the router with O(routing=bgp).
+    type: int
+    default: 65000
+  balancer_as:
+    description: AS number the router expects from every balancer with O(routing=bgp).
+    type: int
+    default: 65010
   host_dirs:
     description:
       - Directories holding one sub-directory per lab host (state files, BPF pins); with
@@ -84,6 +111,14 @@ EXAMPLES = r"""
   xdplb.katran.lab_topology:
     balancers: 2
     backends: 3
+    xdp_pass_object: "{{ playbook_dir }}/../files/bpf/pass.o"
+
+- name: The same lab, the router learning the VIPs from the balancers over BGP
+  xdplb.katran.lab_topology:
+    balancers: 2
+    backends: 3
+    routing: bgp
+    state_root: /run/xdplb-lab
     xdp_pass_object: "{{ playbook_dir }}/../files/bpf/pass.o"
 
 - name: Remove it
@@ -125,11 +160,18 @@ lab:
           ipv6: fd00:20:1::2/64
           gateway_ipv4: 10.20.1.1
           gateway_ipv6: "fd00:20:1::1"
+vtysh:
+  description: The argv prefix of a vtysh that talks to this lab's FRR (append C(-c) and a command).
+  returned: when O(state=present) and O(routing=bgp)
+  type: list
+  elements: str
+  sample: [vtysh, --vty_socket, /run/xdplb-lab/xkt-router/frr]
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab as lab_engine
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import labrouting
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
 
@@ -145,9 +187,13 @@ def main():
             vip_prefix4=dict(type="str", default=lab_engine.VIP_PREFIX4),
             vip_prefix6=dict(type="str", default=lab_engine.VIP_PREFIX6),
             xdp_pass_object=dict(type="path", no_log=False),
+            routing=dict(type="str", choices=list(lab_engine.ROUTINGS), default="static"),
+            state_root=dict(type="path"),
+            router_as=dict(type="int", default=labrouting.ROUTER_AS),
+            balancer_as=dict(type="int", default=labrouting.BALANCER_AS),
             host_dirs=dict(type="list", elements="path", default=[]),
         ),
-        required_if=[("state", "present", ["xdp_pass_object"])],
+        required_if=[("state", "present", ["xdp_pass_object"]), ("routing", "bgp", ["state_root"])],
         supports_check_mode=True,
     )
     params = module.params
@@ -157,10 +203,14 @@ def main():
             module.exit_json(changed=bool(changes), changes=changes)
         lab = lab_engine.plan(params["prefix"], params["balancers"], params["backends"], params["fabric_mtu"],
                               params["client_mtu"], params["vip_prefix4"], params["vip_prefix6"])
-        changes = lab_engine.present(lab, params["xdp_pass_object"], module.check_mode)
+        changes = lab_engine.present(lab, params["xdp_pass_object"], module.check_mode, params["routing"],
+                                     params["state_root"], params["router_as"], params["balancer_as"])
     except EngineError as exc:
         module.fail_json(msg=exc.msg, field=exc.field)
-    module.exit_json(changed=bool(changes), changes=changes, lab=lab)
+    extra = {}
+    if params["routing"] == "bgp":
+        extra["vtysh"] = labrouting.vtysh_argv(labrouting.frr_dir(params["state_root"], lab["router"]))
+    module.exit_json(changed=bool(changes), changes=changes, lab=lab, **extra)
 
 
 if __name__ == "__main__":

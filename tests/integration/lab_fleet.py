@@ -4,8 +4,8 @@ The default lab (xkt-, /run/xdplb-lab) belongs to `make demo`, molecule's to its
 that needs a fleet builds one with its own prefix, state root and pin root, so runs in parallel
 never share a namespace, a pin or a file. Prefixes in use: xkl- test_lab, xkb- test_backend_role,
 xkm- molecule default, xkf- molecule fleet, xki- test_bad_input_site, xka- test_awx_runner,
-xkr- bench/balancer_role_bench, xkt- the default lab (and xkt-test-, xkt-decap- of backend_netns
-and test_decap_live).
+xkr- bench/balancer_role_bench, xkg- and xkgr- test_lab_bgp, xkt- the default lab (and xkt-test-,
+xkt-decap- of backend_netns and test_decap_live).
 """
 import contextlib
 import os
@@ -22,7 +22,8 @@ class Lab:
     def __init__(self, prefix, state_root, pin_root):
         self.prefix, self.state_root, self.pin_root = prefix, state_root, pin_root
         self.inventory = state_root + "/inventory.yml"
-        self.args = ["-e", f"lab_prefix={prefix}", "-e", f"lab_state_root={state_root}", "-e", f"lab_pin_root={pin_root}"]
+        self.args = ["-e", f"lab_prefix={prefix}", "-e", f"lab_state_root={state_root}", "-e", f"lab_pin_root={pin_root}",
+                     "-e", "lab_routing=static"]
         self.hosts = [prefix + n for n in ("be1", "be2", "client", "lb1", "router")]
         self.lb, self.backends = prefix + "lb1", [prefix + "be1", prefix + "be2"]
 

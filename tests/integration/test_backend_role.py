@@ -17,7 +17,7 @@ PIN_ROOT = "/sys/fs/bpf/xdplb-betest"
 INVENTORY = STATE_ROOT + "/inventory.yml"
 VIPS = ["10.99.0.10", "fd00:99::10"]
 COMMON = ["-e", f"lab_prefix={PREFIX}", "-e", f"lab_state_root={STATE_ROOT}", "-e", f"lab_pin_root={PIN_ROOT}",
-          "-e", json.dumps({"test_vips": VIPS})]
+          "-e", "lab_routing=static", "-e", json.dumps({"test_vips": VIPS})]
 SETUP = os.path.join(REPO, "tests", "integration", "playbooks", "backend_lab.yml")
 DIAGNOSE = os.path.join(REPO, "tests", "integration", "playbooks", "backend_diagnose.yml")
 BE1 = PREFIX + "be1"

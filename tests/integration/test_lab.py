@@ -12,7 +12,7 @@ STATE_ROOT = "/run/xdplb-labtest"
 PIN_ROOT = "/sys/fs/bpf/xdplb-labtest"
 INVENTORY = STATE_ROOT + "/inventory.yml"
 LAB_ARGS = ["-e", f"lab_prefix={PREFIX}", "-e", f"lab_state_root={STATE_ROOT}", "-e", f"lab_pin_root={PIN_ROOT}",
-            "-e", "lab_demo_port=18080"]
+            "-e", "lab_demo_port=18080", "-e", "lab_routing=static"]
 LAB = os.path.join(REPO, "tests", "integration", "playbooks", "lab_only.yml")
 DEMO = os.path.join(REPO, "playbooks", "lab.yml")
 

@@ -22,7 +22,8 @@ def _add_host_keys(path, names):
 
 def test_inventory_names_match_the_add_host_tasks():
     set_there = _add_host_keys("main.yml", ["Add the lab hosts to the inventory of this run",
-                                            "Reach them through the netns connection, every persistent path of the roles per host"])
+                                            "Reach them through the netns connection, every persistent path of the roles per host",
+                                            "Add the router to the inventory of this run"])
     over_ssh = _add_host_keys("ssh.yml", ["Reach them over SSH as deploy with sudo, with the roles' own default paths and packages"])
     with open(os.path.join(ROLE, "vars", "main.yml")) as handle:
         names = yaml.safe_load(handle)

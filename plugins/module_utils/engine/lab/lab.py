@@ -21,6 +21,7 @@ import subprocess
 import time
 
 from ..errors import EngineError
+from . import labrouting
 
 FABRIC_MTU = 1600
 CLIENT_MTU = 1500
@@ -185,8 +186,30 @@ def _ensure_bpffs():
         subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
 
 
-def present(lab, xdp_pass_object, check_mode=False):
-    """Create or repair the lab. Returns the list of changes (descriptions)."""
+ROUTINGS = ("static", "bgp")
+
+
+def _no_route(run, netns, family, dest):
+    """No route to dest other than the routing daemon's (switching from static to bgp)."""
+    flag = "-4" if family == 4 else "-6"
+    routes = run.read_json(["ip", "-j", flag, "-n", netns, "route", "show", "exact", dest])
+    if any(r.get("protocol") not in ("bgp", "186") for r in routes):
+        run.change(f"{netns}: remove static route {dest}", ["ip", flag, "-n", netns, "route", "flush", "exact", dest])
+
+
+def present(lab, xdp_pass_object, check_mode=False, routing="static", state_root=None,
+            router_as=labrouting.ROUTER_AS, balancer_as=labrouting.BALANCER_AS):
+    """Create or repair the lab. Returns the list of changes (descriptions).
+
+    routing static: the router has ECMP routes of the VIP prefixes over every balancer. routing
+    bgp: it has none of its own; FRR learns the VIPs from the balancers (labrouting), its files
+    under state_root/<router>/frr."""
+    if routing not in ROUTINGS:
+        raise EngineError(f"routing: '{routing}' must be one of {', '.join(ROUTINGS)}", field="routing", value=routing)
+    if routing == "bgp" and not state_root:
+        raise EngineError("state_root: routing bgp needs a directory for the router's FRR files", field="state_root")
+    if routing == "bgp":
+        labrouting.check_as(router_as, balancer_as)
     if not os.path.isfile(xdp_pass_object):
         raise EngineError(f"xdp_pass_object: '{xdp_pass_object}' does not exist (build it with make -C files/bpf)",
                           field="xdp_pass_object", value=xdp_pass_object)
@@ -235,6 +258,13 @@ def present(lab, xdp_pass_object, check_mode=False):
         _route(run, netns, 4, "default", [gw4], ["eth0"])
         _route(run, netns, 6, "default", [gw6], ["eth0"])
 
+    if routing == "bgp":
+        _no_route(run, router, 4, lab["vip_prefix4"])
+        _no_route(run, router, 6, lab["vip_prefix6"])
+        run.changes += labrouting.bgp_present(lab, state_root, check_mode, router_as, balancer_as)
+        return run.changes
+    if state_root:
+        run.changes += labrouting.bgp_absent(lab, state_root, check_mode)
     balancers = [h for h in lab["hosts"] if h["kind"] == "lb"]
     _route(run, router, 4, lab["vip_prefix4"], [h["ipv4"].split("/")[0] for h in balancers],
            [h["router_port"] for h in balancers])
