@@ -210,14 +210,19 @@ def _vip_attributes(raw, join):
     return dict(sorted(out.items(), key=lambda kv: ipaddress.ip_address(kv[0]).packed))
 
 
-def check(request, path=""):
-    """The request (a mapping with some of KEYS) -> the normalised request, or EngineError."""
+def check(request, prefix=""):
+    """The request (a mapping with some of KEYS) -> the normalised request, or EngineError.
+    `prefix` goes before each key in the fields named: "" (peers[1].address), "config." or the
+    role's "balancer_bgp_" (balancer_bgp_peers[1].address)."""
     def join(name):
-        return "%s.%s" % (path, name) if path else name
+        return prefix + name
 
     if not isinstance(request, dict):
-        fail(path or "request", request, "must be a mapping with some of %s" % ", ".join(KEYS))
-    _mapping(request, path or "request", KEYS, "the BGP settings")
+        fail(prefix.rstrip("._") or "request", request, "must be a mapping with some of %s" % ", ".join(KEYS))
+    for key in request:
+        if key not in KEYS:
+            fail(join(key) if isinstance(key, str) and len(key) <= 40 else key_path(prefix.rstrip("._"), key),
+                 request[key], "is not a known BGP setting (expected one of %s)" % ", ".join(KEYS))
     raw = dict(DEFAULTS)
     raw.update({k: v for k, v in request.items() if v is not None})
     out = {}
