@@ -20,7 +20,7 @@ description:
     module fails quoting BIRD's message and O(path) is not touched. It is then renamed into place (mode
     C(0640), group C(bird) when that group exists, else C(0600)).
   - When a BIRD answers on O(socket) and O(reload) is true it is told to read the file again
-    (C(birdc configure)): sessions whose settings did not change stay up (a filter change, such as a
+    (C(birdc configure)); sessions whose settings did not change stay up (a filter change, such as a
     community or a MED, re-exports the routes without restarting the session). When BIRD does not take
     it, the previous file is put back and the module fails.
   - Passwords are never shown, neither in the diff nor in the results.

@@ -190,7 +190,7 @@ def _vip_attributes(raw, join):
     path = join("vip_attributes")
     if raw is None:
         return {}
-    _mapping(raw, path, [k for k in raw] if isinstance(raw, dict) else (), "VIP address: {communities, med}")
+    _mapping(raw, path, list(raw) if isinstance(raw, dict) else (), "VIP address: {communities, med}")
     out = {}
     for key, value in raw.items():
         where = key_path(path, key)
