@@ -181,9 +181,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.bgp import bird
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError, short
 
-PEER = dict(address=dict(type="raw", required=True), password=dict(type="str", no_log=True),
-            bfd=dict(type="raw", default=True), name=dict(type="raw"))
-PEER["as"] = dict(type="raw", required=True)
+# A dict literal: "as" is a keyword.
+PEER = {"address": dict(type="raw", required=True), "as": dict(type="raw", required=True),
+        "password": dict(type="str", no_log=True), "bfd": dict(type="raw", default=True), "name": dict(type="raw")}
 CONFIG = dict(local_as=dict(type="raw", required=True), router_id=dict(type="raw", default=""),
               families=dict(type="raw", default=["ipv4", "ipv6"]),
               peers=dict(type="list", elements="dict", default=[], options=PEER),

@@ -108,8 +108,8 @@ def request(**changes):
 
 
 def run(env, config, check=False, diff=False, name="bird"):
-    task = {"name": name, "xdplb.katran.bird_config": {"path": env["conf"], "socket": env["socket"],
-                                                         "pidfile": env["pid"], "config": config},
+    args = {"path": env["conf"], "socket": env["socket"], "pidfile": env["pid"], "config": config}
+    task = {"name": name, "xdplb.katran.bird_config": args,
             "check_mode": check, "diff": diff, "ignore_errors": True}
     done = playbook(NS, [task], env["tmp"])[name]
     return dict(done["result"], failed=done["status"] == "failed")
@@ -189,3 +189,31 @@ def test_bird_config_in_a_namespace(lab):
         assert protocols(lab["socket"])[name]["since"] == before[name]["since"]
     assert "(65010,2)" in birdc(lab["rsocket"], "show", "route", "10.99.0.1/32", "all")
 
+
+    # The balancer role with bad BGP variables: refused by its first task (validate_request, on the
+    # controller) naming the role's variable and the value; BIRD's file and running configuration unchanged.
+    good_role = {"balancer_vips": [{"address": "10.99.0.1", "port": 80, "reals": ["10.30.0.1"]}],
+                 "balancer_bgp_enabled": True, "balancer_bgp_local_as": 65010,
+                 "balancer_bgp_peers": [{"address": "10.20.1.1", "as": 65000}],
+                 "balancer_bgp_config_file": conf, "balancer_bgp_socket": lab["socket"],
+                 "balancer_bgp_mode": "process", "balancer_bgp_pidfile": lab["pid"], "balancer_bgp_packages": []}
+    for values, text in (
+            ({"balancer_bgp_local_as": 4294967296},
+             "balancer_bgp_local_as: 4294967296 is out of range: an AS number must be between 1 and 4294967295"),
+            ({"balancer_bgp_peers": [{"address": "10.20.1.1", "as": 65000}, {"address": "router1", "as": 65000}]},
+             "balancer_bgp_peers[1].address: 'router1' is not an address"),
+            ({"balancer_bgp_peers": [], "balancer_bgp_password": "hunter2"},
+             "balancer_bgp_password: is set but balancer_bgp_peers is empty (a password without a peer)"),
+            ({"balancer_bgp_families": ["ipv4"], "balancer_bgp_peers": [{"address": "fd00::1", "as": 65000}]},
+             "balancer_bgp_peers[0].address: 'fd00::1' is an IPv6 peer on an IPv4-only session")):
+        task = {"name": "role", "ansible.builtin.include_role": {"name": "xdplb.katran.balancer"},
+                "vars": dict(good_role, **values)}
+        results = playbook(NS, [task], lab["tmp"])
+        failed = [r for r in results.values() if r["status"] == "failed"]
+        assert len(failed) == 1 and failed[0]["task"].endswith("Check the request with the engine's own checks "
+                                                              "(on the controller, before the host is touched)"), results
+        msg = failed[0]["result"]["msg"]
+        assert msg.startswith("the request is refused: ") and text in msg and "hunter2" not in msg, msg
+        assert not any(r["result"].get("changed") for r in results.values()), results
+        assert read(conf) == good_text
+        assert protocols(lab["socket"]) == good_status

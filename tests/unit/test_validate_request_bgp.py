@@ -18,8 +18,8 @@ def test_the_role_defaults_of_bgp_pass_and_are_not_looked_at_when_off():
     assert balancer_errors(balancer_bgp_local_as=0, balancer_bgp_password="x") == []
     assert balancer_errors(balancer_bgp_enabled="false", balancer_bgp_local_as=0) == []
     assert balancer_errors(**ON) == []
-    assert balancer_errors(**dict(ON, **{"balancer_bgp_enabled": "true", "balancer_bgp_mode": "process",
-                                         "balancer_bgp_pidfile": "/etc/xdplb/bird.pid"})) == []
+    assert balancer_errors(**{**ON, "balancer_bgp_enabled": "true", "balancer_bgp_mode": "process",
+                              "balancer_bgp_pidfile": "/etc/xdplb/bird.pid"}) == []
 
 
 @pytest.mark.parametrize("values, field, text", [
@@ -45,11 +45,11 @@ def test_the_role_defaults_of_bgp_pass_and_are_not_looked_at_when_off():
     ({"balancer_bgp_enabled": "maybe"}, "balancer_bgp_enabled", "balancer_bgp_enabled: expected true or false"),
 ])
 def test_bgp_variables_name_the_role_variable(values, field, text):
-    errors = balancer_errors(**dict(ON, **values))
+    errors = balancer_errors(**{**ON, **values})
     assert [f for f, _m in errors] == [field], errors
     assert text in errors[0][1], errors
 
 
 def test_a_password_is_not_quoted():
-    errors = balancer_errors(**dict(ON, **{"balancer_bgp_peers": [], "balancer_bgp_password": "hunter2"}))
+    errors = balancer_errors(**{**ON, "balancer_bgp_peers": [], "balancer_bgp_password": "hunter2"})
     assert errors and "hunter2" not in errors[0][1]
