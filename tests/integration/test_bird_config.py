@@ -21,6 +21,7 @@ import pytest
 from balancer_env import playbook
 
 NS, ROUTER = "xkq-bird1", "xkq-bird1r"
+ROLE_CHECK = "Check the request with the engine's own checks (on the controller, before the host is touched)"
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="builds network namespaces: run as root"),
               pytest.mark.skipif(not shutil.which("bird"), reason="needs BIRD 2 (bird2)")]
 
@@ -189,7 +190,6 @@ def test_bird_config_in_a_namespace(lab):
         assert protocols(lab["socket"])[name]["since"] == before[name]["since"]
     assert "(65010,2)" in birdc(lab["rsocket"], "show", "route", "10.99.0.1/32", "all")
 
-
     # The balancer role with bad BGP variables: refused by its first task (validate_request, on the
     # controller) naming the role's variable and the value; BIRD's file and running configuration unchanged.
     good_role = {"balancer_vips": [{"address": "10.99.0.1", "port": 80, "reals": ["10.30.0.1"]}],
@@ -210,8 +210,7 @@ def test_bird_config_in_a_namespace(lab):
                 "vars": dict(good_role, **values)}
         results = playbook(NS, [task], lab["tmp"])
         failed = [r for r in results.values() if r["status"] == "failed"]
-        assert len(failed) == 1 and failed[0]["task"].endswith("Check the request with the engine's own checks "
-                                                              "(on the controller, before the host is touched)"), results
+        assert len(failed) == 1 and failed[0]["task"].endswith(ROLE_CHECK), results
         msg = failed[0]["result"]["msg"]
         assert msg.startswith("the request is refused: ") and text in msg and "hunter2" not in msg, msg
         assert not any(r["result"].get("changed") for r in results.values()), results
