@@ -1,5 +1,6 @@
 """engine/bgp: the BGP request's checks (bgpspec) name the field and the value; the text birdconf
 renders is what BIRD 2 itself accepts (`bird -p -c`, the real binary) and says what it should."""
+import os
 import shutil
 import subprocess
 
@@ -187,3 +188,31 @@ def test_show_protocols_is_parsed():
          "info": "Established"},
         {"name": "peer_fd00__1", "proto": "BGP", "table": "", "state": "start", "since": "15:42:57.092",
          "info": "Active Socket: Connection refused"}]
+
+
+def test_apply_writes_validates_and_fixes_permissions(tmp_path):
+    path = str(tmp_path / "etc" / "bird.conf")
+    socket = str(tmp_path / "none.ctl")
+    res = bird.apply(path, socket, GOOD, check_mode=True)
+    assert res["changed"] and not (tmp_path / "etc").exists() and res["running"] is False
+    res = bird.apply(path, socket, dict(GOOD, password="pw"))
+    assert res["changed"] and not res["reloaded"] and 'password "********";' in res["after"] and "pw" not in res["after"]
+    with open(path) as handle:
+        assert 'password "pw";' in handle.read()
+    assert not bird.apply(path, socket, dict(GOOD, password="pw"))["changed"]
+    os.chmod(path, 0o644)
+    assert bird.apply(path, socket, dict(GOOD, password="pw"))["changed"]
+    assert os.stat(path).st_mode & 0o077 in (0o040, 0o000)
+    assert not bird.apply(path, socket, dict(GOOD, password="pw"))["changed"]
+    # BIRD refuses it (a link-local neighbour needs an interface): its message, the file as it was.
+    with open(path) as handle:
+        good = handle.read()
+    with pytest.raises(EngineError) as info:
+        bird.apply(path, socket, dict(GOOD, peers=[{"address": "fe80::1", "as": 1}]))
+    assert info.value.msg.startswith("BIRD refuses the configuration: ")
+    with open(path) as handle:
+        assert handle.read() == good
+    assert sorted(os.listdir(os.path.dirname(path))) == ["bird.conf"]
+    with pytest.raises(EngineError) as info:
+        bird.apply("bird.conf", socket, GOOD)
+    assert info.value.field == "path"

@@ -108,9 +108,11 @@ def _read(path):
 def _owner():
     """(gid, mode): group bird may read the file (Debian's bird.service runs BIRD as bird) when it exists."""
     try:
-        return grp.getgrnam("bird").gr_gid, 0o640
+        gid = grp.getgrnam("bird").gr_gid
     except KeyError:
         return None, 0o600
+    # Only root can give a file to root:bird (a test run as a user keeps its own file).
+    return (gid, 0o640) if os.geteuid() == 0 else (None, 0o640)
 
 
 def _write_temp(path, text):
@@ -148,10 +150,19 @@ def apply(path, socket, config, binary="bird", reload=True, check_mode=False):
     text = birdconf.render(request)
     birdc = birdc_for(binary)
     before = _read(path)
-    changed = before != text
+    gid, mode = _owner()
+    # A file with the right text but readable by others (or not by BIRD's group) is changed too.
+    stat = os.stat(path) if before is not None else None
+    permissions = stat is None or (stat.st_mode & 0o7777 == mode and (gid is None or (stat.st_uid, stat.st_gid) == (0, gid)))
+    changed = before != text or not permissions
     result = {"changed": changed, "path": path, "reloaded": False, "running": running(socket, birdc),
               "protocols": birdconf.protocols(request), "before": mask(before) or "", "after": mask(text)}
     if check_mode or not changed:
+        return result
+    if before == text:
+        if gid is not None:
+            os.chown(path, 0, gid)
+        os.chmod(path, mode)
         return result
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
