@@ -17,11 +17,13 @@ from collections.abc import Mapping
 
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.collections import is_sequence
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine import validate
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import addresses, netconf
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer, healthspec, vipspec
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bgp import bgpspec
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import program
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import (
     SHOW_MAX, EngineError, short, show)
@@ -41,6 +43,10 @@ _CONFIG = {"balancer_gateway_mac": "gateway_mac", "balancer_source_mode": "sourc
 # The balancer role's health check defaults, as the state file's top-level health (healthspec) names them.
 _HEALTH = {"balancer_health_kind": "kind", "balancer_health_interval": "interval", "balancer_health_timeout": "timeout",
            "balancer_health_rise": "rise", "balancer_health_fall": "fall"}
+# The balancer role's BGP settings (balancer_bgp_*), as the bird_config module's config (bgpspec) names them.
+_BGP = {"balancer_bgp_" + key: key for key in bgpspec.KEYS}
+# The role's other BGP variables: paths on the host, where BIRD runs.
+_BGP_PATHS = ("balancer_bgp_config_file", "balancer_bgp_socket", "balancer_bgp_pidfile", "balancer_bgp_drain_file")
 AGENT_MODES = ("systemd", "process")
 # route_advmss's range (engine/backend/routes.py): 0 leaves the routes alone.
 ADVMSS = (536, 65495)
@@ -156,6 +162,17 @@ def _collector(get):
     return errors, run
 
 
+def _enabled(value):
+    """balancer_bgp_enabled as the role's `| bool` reads it (an extra var is a string); not a boolean is an error."""
+    if value is None:
+        return False
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        _fail("balancer_bgp_enabled", value, "expected true or false")
+    return False
+
+
 def check_balancer(get):
     """Every error of a balancer's variables; get(name) -> (defined, value)."""
     errors, run = _collector(get)
@@ -187,6 +204,31 @@ def check_balancer(get):
                 where=("balancer_max_packet_size", args.get("max_packet_size")), **args)
 
     run(config, *_CONFIG)
+
+    def bgp(enabled, *values):
+        # Off (the default), the role touches nothing of BGP: its variables are not looked at.
+        if not _enabled(enabled):
+            return
+        given = {_BGP[name]: value for name, value in zip(_BGP, values) if value is not None}
+        # As bird_config checks its config, each field named after the role's variable
+        # (balancer_bgp_peers[1].address, not peers[1].address).
+        _engine(bgpspec.check, given, "balancer_bgp_", where=("balancer_bgp_local_as", given.get("local_as")))
+
+    run(bgp, "balancer_bgp_enabled", *_BGP)
+
+    def bgp_more(enabled, mode, *paths):
+        try:
+            if not _enabled(enabled):
+                return
+        except Refused:
+            return  # reported once, above
+        if mode is not None:
+            _engine(validate.choice, mode, "balancer_bgp_mode", AGENT_MODES)
+        for name, value in zip(_BGP_PATHS, paths):
+            if value is not None:
+                _unit_path(value, name)
+
+    run(bgp_more, "balancer_bgp_enabled", "balancer_bgp_mode", *_BGP_PATHS)
     return errors
 
 

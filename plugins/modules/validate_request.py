@@ -22,6 +22,12 @@ description:
     and C(balancer_health_fall) (as the agent reads the state file's C(health); each VIP's own C(health) is
     resolved against them), C(balancer_health_state_file) (an absolute path the agent's unit can name),
     C(balancer_agent_mode) and C(balancer_agent_capabilities) (Linux capability names)."
+  - "With C(balancer_bgp_enabled), the BGP variables as M(xdplb.katran.bird_config) checks its O(xdplb.katran.bird_config#module:config):
+    C(balancer_bgp_local_as), C(balancer_bgp_router_id), C(balancer_bgp_families), C(balancer_bgp_peers) (addresses, AS numbers,
+    the family of each peer, duplicates, names), C(balancer_bgp_password) (not without peers, never quoted),
+    C(balancer_bgp_communities), C(balancer_bgp_med), C(balancer_bgp_vip_attributes), C(balancer_bgp_bfd_interval),
+    C(balancer_bgp_bfd_multiplier), C(balancer_bgp_table) (not a table of the kernel's own); C(balancer_bgp_mode) and the
+    paths C(balancer_bgp_config_file), C(balancer_bgp_socket), C(balancer_bgp_pidfile) and C(balancer_bgp_drain_file)."
   - "Backend variables: O(backends) hosts' C(backend_vips) (addresses as ip_address binds them to lo,
     duplicates), C(backend_interface), C(backend_ipip_device), C(backend_ip6tnl_device),
     C(backend_tunnel_address), C(backend_arp_ignore), C(backend_arp_announce), C(backend_advmss),

@@ -6,6 +6,7 @@ Read from the source (ast), function-level imports included: a lazy import is st
     lab/          health/                     lab: balancer, backend, bpf, shared helpers;
                                               health (the balancer agent): balancer, bpf, shared
     balancer/     backend/                    their own package, bpf, shared helpers (not each other)
+    bgp/                                      bgp (BIRD's configuration), shared helpers
     bpf/                                      bpf, shared helpers
     shared        errors validate document netlink hostnet   shared helpers only
 
@@ -26,9 +27,10 @@ ALLOWED = {
     "bpf": {"bpf", "shared"},
     "balancer": {"balancer", "bpf", "shared"},
     "backend": {"backend", "bpf", "shared"},
-    "lab": {"lab", "balancer", "backend", "bpf", "shared"},
-    "health": {"health", "balancer", "bpf", "shared"},
-    "entry": {"entry", "lab", "health", "balancer", "backend", "bpf", "shared"},
+    "bgp": {"bgp", "shared"},
+    "lab": {"lab", "balancer", "backend", "bgp", "bpf", "shared"},
+    "health": {"health", "balancer", "bgp", "bpf", "shared"},
+    "entry": {"entry", "lab", "health", "balancer", "backend", "bgp", "bpf", "shared"},
 }
 
 
