@@ -135,10 +135,13 @@ def _stop(directory, router):
             pass
     deadline = time.monotonic() + 10
     for pid in pids:
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
-            with open(f"/proc/{pid}/stat") as handle:
-                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    break
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as handle:
+                    if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+            except OSError:
+                break
             time.sleep(0.05)
     for daemon in DAEMONS:
         for stale in (f"{daemon}.pid", f"{daemon}.vty"):
