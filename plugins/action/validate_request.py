@@ -216,19 +216,22 @@ def check_balancer(get):
 
     run(bgp, "balancer_bgp_enabled", *_BGP)
 
-    def bgp_more(enabled, mode, *paths):
+    def bgp_more(enabled, agent, mode, *paths):
         try:
             if not _enabled(enabled):
                 return
         except Refused:
             return  # reported once, above
+        if agent is not None and not boolean(agent, strict=False):
+            _fail("balancer_agent", agent, "must be true with balancer_bgp_enabled: the agent decides what BIRD announces "
+                  "(the VIPs this balancer can serve), so without it no VIP is ever announced")
         if mode is not None:
             _engine(validate.choice, mode, "balancer_bgp_mode", AGENT_MODES)
         for name, value in zip(_BGP_PATHS, paths):
             if value is not None:
                 _unit_path(value, name)
 
-    run(bgp_more, "balancer_bgp_enabled", "balancer_bgp_mode", *_BGP_PATHS)
+    run(bgp_more, "balancer_bgp_enabled", "balancer_agent", "balancer_bgp_mode", *_BGP_PATHS)
     return errors
 
 
