@@ -11,7 +11,7 @@ ON = {"balancer_bgp_enabled": True, "balancer_bgp_local_as": 65010,
 
 def test_the_role_defaults_of_bgp_pass_and_are_not_looked_at_when_off():
     names = [n for n in DEFAULTS if n.startswith("balancer_bgp_")]
-    assert len(names) == 18, names
+    assert len(names) == 19, names
     values = {n: DEFAULTS[n] for n in names if "{{" not in str(DEFAULTS[n])}
     assert balancer_errors(balancer_vips=[VIP], **values) == []
     # Off, even bad values are not an error: the role touches nothing of BGP.
@@ -43,6 +43,7 @@ def test_the_role_defaults_of_bgp_pass_and_are_not_looked_at_when_off():
     ({"balancer_bgp_mode": "cron"}, "balancer_bgp_mode", "balancer_bgp_mode: must be one of systemd, process"),
     ({"balancer_bgp_config_file": "bird.conf"}, "balancer_bgp_config_file", "expected an absolute path"),
     ({"balancer_bgp_enabled": "maybe"}, "balancer_bgp_enabled", "balancer_bgp_enabled: expected true or false"),
+    ({"balancer_agent": False}, "balancer_agent", "balancer_agent: must be true with balancer_bgp_enabled"),
 ])
 def test_bgp_variables_name_the_role_variable(values, field, text):
     errors = balancer_errors(**{**ON, **values})
