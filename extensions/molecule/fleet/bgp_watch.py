@@ -1,16 +1,18 @@
 """The router's view of the VIPs, run inside the lab router's namespace (delegate_to the router).
 
     bgp_watch.py show VIP...                        FRR's routes (vtysh) and the kernel's next hops, as JSON
-    bgp_watch.py wait VIP... --via A,B [--timeout]  until the kernel's next hops of every VIP are exactly A,B
-    bgp_watch.py kill VIP... --netns NS --gone ADDR4,ADDR6 [--pidfile F] [--signal STOP]
+    bgp_watch.py wait VIP... --via P1,P2 [--timeout]  until the next hops of every VIP are exactly the ports P1,P2
+    bgp_watch.py kill VIP... --netns NS --gone P [--pidfile F] [--signal STOP]
         SIGKILL (or SIGSTOP) every process of the namespace NS (or the one of the pidfile), then the
-        time until no VIP has a next hop in ADDR4/ADDR6 in the kernel's table (what forwards the packets)
+        time until no VIP has a next hop through port P in the kernel's table (what forwards the packets)
+
+Next hops are named by the router's port towards the balancer (to-lb1): FRR installs IPv6 routes via
+the balancer's link-local address, so the port is what names a balancer in both families.
 
 The kernel's table is the one zebra installs FRR's best paths into; times come from polling it every
 10 ms. vtysh (the lab's argv, --vtysh as JSON) shows what FRR itself holds.
 """
 import argparse
-import ipaddress
 import json
 import os
 import signal
@@ -24,9 +26,9 @@ def kernel_hops(vip):
     out = subprocess.run(["ip", "-j", flag, "route", "show", "exact", vip], capture_output=True, text=True, check=True)
     hops = set()
     for route in json.loads(out.stdout or "[]"):
-        if route.get("gateway"):
-            hops.add(route["gateway"])
-        hops.update(h["gateway"] for h in route.get("nexthops", []) if h.get("gateway"))
+        if route.get("dev"):
+            hops.add(route["dev"])
+        hops.update(h["dev"] for h in route.get("nexthops", []) if h.get("dev"))
     return sorted(hops)
 
 
@@ -39,7 +41,7 @@ def frr(vtysh, vip):
                          capture_output=True, text=True, check=True).stdout
     entries = route.get(prefix, [])
     return {"protocols": sorted({e.get("protocol") for e in entries}),
-            "nexthops": sorted(h.get("ip", "") for e in entries if e.get("selected")
+            "nexthops": sorted(h.get("interfaceName", "") for e in entries if e.get("selected")
                                for h in e.get("nexthops", []) if h.get("active")),
             "bgp_paths": len((json.loads(bgp or "{}")).get("paths", []))}
 
@@ -53,17 +55,12 @@ def wait(args):
     start = time.monotonic()
     while True:
         now = {vip: kernel_hops(vip) for vip in args.vips}
-        if all(sorted(h for h in hops if _family(h) == _family(vip)) == [w for w in want if _family(w) == _family(vip)]
-               for vip, hops in now.items()):
+        if all(hops == want for hops in now.values()):
             return {"after": round(time.monotonic() - start, 3), "kernel": now}
         if time.monotonic() - start > args.timeout:
             sys.stderr.write("timeout after %s s: %s (wanted %s)\n" % (args.timeout, json.dumps(now), want))
             sys.exit(1)
         time.sleep(0.05)
-
-
-def _family(addr):
-    return ipaddress.ip_address(addr).version
 
 
 def kill(args):
