@@ -54,3 +54,9 @@ def test_bgp_variables_name_the_role_variable(values, field, text):
 def test_a_password_is_not_quoted():
     errors = balancer_errors(**{**ON, "balancer_bgp_peers": [], "balancer_bgp_password": "hunter2"})
     assert errors and "hunter2" not in errors[0][1]
+
+
+def test_one_peer_given_as_a_mapping_is_refused_without_its_password():
+    errors = balancer_errors(**{**ON, "balancer_bgp_peers": {"address": "10.20.1.1", "as": 65000, "password": "hunter2"}})
+    assert [f for f, _m in errors] == ["balancer_bgp_peers"], errors
+    assert "must be a list of peers" in errors[0][1] and "hunter2" not in errors[0][1]

@@ -145,7 +145,9 @@ def _peers(raw, families, password, join):
     if raw is None:
         raw = []
     if not isinstance(raw, list):
-        fail(path, raw, "must be a list of peers ({address, as, password, bfd, name})")
+        # Not quoted: one peer given as a mapping holds its password.
+        raise EngineError("%s: must be a list of peers ({address, as, password, bfd, name}), not a %s"
+                          % (path, type(raw).__name__), field=path, value="********")
     out, seen, names = [], {}, {}
     for index, item in enumerate(raw):
         where = "%s[%d]" % (path, index)
