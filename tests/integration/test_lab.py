@@ -12,7 +12,7 @@ STATE_ROOT = "/run/xdplb-labtest"
 PIN_ROOT = "/sys/fs/bpf/xdplb-labtest"
 INVENTORY = STATE_ROOT + "/inventory.yml"
 LAB_ARGS = ["-e", f"lab_prefix={PREFIX}", "-e", f"lab_state_root={STATE_ROOT}", "-e", f"lab_pin_root={PIN_ROOT}",
-            "-e", "lab_demo_port=18080", "-e", "lab_routing=static"]
+            "-e", "lab_demo_port=18080"]
 LAB = os.path.join(REPO, "tests", "integration", "playbooks", "lab_only.yml")
 DEMO = os.path.join(REPO, "playbooks", "lab.yml")
 
@@ -94,6 +94,9 @@ def test_connection_reports_the_namespace_facts_and_keeps_host_bpffs(lab):
         interfaces = sorted(result["ansible_facts"]["ansible_interfaces"])
         if host.endswith("router"):
             assert interfaces == sorted(["lo", "to-be1", "to-be2", "to-be3", "to-client", "to-lb1"])
+        elif host.endswith("lb1"):
+            # The agent's TUN device, whose routes BIRD announces (lab_routing bgp, the demo's default).
+            assert interfaces == ["eth0", "lo", "xdplb-vips"]
         else:
             assert interfaces == ["eth0", "lo"]
     marker = f"{PIN_ROOT}/{PREFIX}lb1"
