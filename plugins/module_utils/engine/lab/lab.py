@@ -18,10 +18,9 @@ import os
 import re
 import shutil
 import subprocess
-import time
 
 from ..errors import EngineError
-from . import labrouting
+from . import labrouting, procs
 
 FABRIC_MTU = 1600
 CLIENT_MTU = 1500
@@ -273,19 +272,6 @@ def present(lab, xdp_pass_object, check_mode=False, routing="static", state_root
     return run.changes
 
 
-def _wait_gone(pids, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        break
-            except OSError:
-                break
-            time.sleep(0.05)
-
-
 def absent(prefix, extra_dirs=(), check_mode=False):
     """Remove every namespace of the lab (whatever its size was) and the lab's directories."""
     run = _Runner(check_mode)
@@ -299,7 +285,7 @@ def absent(prefix, extra_dirs=(), check_mode=False):
             for pid in pids:
                 run.change(f"{netns}: stop process {pid}", ["kill", "-TERM", pid])
             if not check_mode:
-                _wait_gone(pids)
+                procs.wait_gone(pids)
             run.change(f"delete namespace {netns}", ["ip", "netns", "del", netns])
     for base in extra_dirs:
         if not os.path.isdir(base):

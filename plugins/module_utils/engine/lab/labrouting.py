@@ -11,9 +11,9 @@ few seconds of convergence, and it is simpler to get right than a live reload.
 import os
 import signal
 import subprocess
-import time
 
 from ..errors import EngineError
+from . import procs
 
 ROUTER_AS = 65000
 BALANCER_AS = 65010
@@ -133,16 +133,7 @@ def _stop(directory, router):
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + 10
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        break
-            except OSError:
-                break
-            time.sleep(0.05)
+    procs.wait_gone(pids, timeout=10)
     for daemon in DAEMONS:
         for stale in (f"{daemon}.pid", f"{daemon}.vty"):
             try:
