@@ -255,8 +255,11 @@ def _shipped():
         balancer, healthspec, healthstate, maglev, maglev_kernel, overlay, statefile, viprequest, vips, vipspec)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import (  # noqa: F401
         abi, bpfmap, btf, decap_abi, hc, hc_abi, libbpf, program)
-    from ansible_collections.xdplb.katran.plugins.module_utils.engine.health import agent, checks, monitor, plan  # noqa: F401
-    from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab, labflows, labstream, labtraffic  # noqa: F401
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.bgp import bgpspec, bird, birdconf  # noqa: F401
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.health import (  # noqa: F401
+        agent, announce, checks, monitor, plan)
+    from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import (  # noqa: F401
+        lab, labflows, labrouting, labstream, labtraffic, procs)
 
 
 UNIT_OPTIONS = dict(path=dict(type="path", required=True), content=dict(type="str", required=True), python=dict(type="str"))

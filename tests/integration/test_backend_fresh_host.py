@@ -37,7 +37,7 @@ WITHOUT_PYROUTE2 = {
 }
 KEYWORDS = {"name", "when", "register", "vars", "check_mode", "diff", "changed_when", "failed_when", "notify",
             "delegate_to", "run_once", "loop", "loop_control", "tags", "become", "ignore_errors", "no_log",
-            "environment"}
+            "environment", "until", "retries", "delay"}
 
 
 def _module(task):

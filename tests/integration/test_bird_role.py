@@ -44,7 +44,10 @@ def env(tmp_path):
             "balancer_systemd_dir": str(tmp_path / "systemd"), "balancer_systemd_enable": False,
             "balancer_health_state_file": str(tmp_path / "health" / "health.json"),
             "balancer_packages": [], "balancer_verify_connection": False,
-            "balancer_agent": False, "balancer_agent_mode": "process",
+            # The agent's unit is written but never started (no systemd of its own here): BGP needs the
+            # agent enabled, and this test looks at BIRD alone. No router answers: no wait for sessions.
+            "balancer_agent": True, "balancer_agent_mode": "systemd", "balancer_bgp_wait": 0,
+            "balancer_bgp_mode": "process",
             "balancer_bgp_local_as": 65010, "balancer_bgp_router_id": "10.9.0.1",
             "balancer_bgp_peers": [{"address": "10.9.0.2", "as": 65000}],
             "balancer_bgp_communities": ["65010:7"],

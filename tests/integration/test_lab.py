@@ -1,6 +1,7 @@
 """The lab role and the netns connection, run as a user runs them: ansible-playbook and ansible."""
 import os
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -15,6 +16,7 @@ LAB_ARGS = ["-e", f"lab_prefix={PREFIX}", "-e", f"lab_state_root={STATE_ROOT}", 
             "-e", "lab_demo_port=18080"]
 LAB = os.path.join(REPO, "tests", "integration", "playbooks", "lab_only.yml")
 DEMO = os.path.join(REPO, "playbooks", "lab.yml")
+PLAYBOOKS = os.path.join(REPO, "playbooks")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)")
 
@@ -54,6 +56,44 @@ def test_demo_shows_tcp_and_udp_through_the_vips_to_every_backend(lab):
         assert sum(result["servers"].values()) == 20
     summary = task_results(data, "Summary")[PREFIX + "client"]["msg"]
     assert summary[1].startswith("10.99.0.10 tcp  ->  {")
+
+
+def _router_routes(vip="10.99.0.10"):
+    return subprocess.run(["ip", "-n", PREFIX + "router", "route", "show", vip], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _wait_router(bgp, timeout=5.0):
+    """The router's route to the VIP once it is (bgp) or is not there any more: BGP takes a moment."""
+    deadline = time.monotonic() + timeout
+    while ("proto bgp" in _router_routes()) != bgp and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _router_routes()
+
+
+def _bgp_findings():
+    # Few short flows: while the only balancer is drained, every one of them times out.
+    _rc, data = playbook(os.path.join(PLAYBOOKS, "doctor.yml"), "-i", INVENTORY,
+                         "-e", "xdplb_check_flows=2", "-e", "xdplb_check_timeout=1")
+    facts = task_results(data, "Findings of the balancer")[PREFIX + "lb1"]["ansible_facts"]["doctor_findings"]
+    return [(f["check"], f["message"]) for f in facts if f["check"].startswith("bgp")]
+
+
+def test_the_demo_balancer_announces_over_bgp_and_drains(lab):
+    """The demo runs on BGP: the router's route to the VIP comes from FRR. doctor.yml finds nothing
+    of BGP; balancer_drain.yml refuses to drain the only balancer, drains it with force (the router
+    loses the route, doctor says drained) and balancer_undrain.yml brings the route back."""
+    assert "proto bgp" in _wait_router(True)
+    assert _bgp_findings() == []
+    drain = [os.path.join(PLAYBOOKS, "balancer_drain.yml"), "-i", INVENTORY, "-e", f"balancer_drain_host={PREFIX}lb1"]
+    rc, data = playbook(*drain, check=False)
+    refused = [t["result"].get("msg", "") for t in data["tasks"] if t["status"] == "failed"]
+    assert rc != 0 and refused and "would leave 10.99.0.10, fd00:99::10 announced by no balancer" in refused[0], refused
+    playbook(*drain, "-e", "balancer_drain_force=true", "-e", "balancer_drain_poll=1")
+    assert _wait_router(False) == ""
+    assert [c for c, _m in _bgp_findings()] == ["bgp_drained"]
+    playbook(os.path.join(PLAYBOOKS, "balancer_undrain.yml"), "-i", INVENTORY, "-e", f"balancer_drain_host={PREFIX}lb1")
+    assert "proto bgp" in _wait_router(True)
 
 
 def test_lab_hosts_never_use_the_controllers_systemd_and_units_run_ansibles_python(lab):
