@@ -28,6 +28,15 @@ PINS = balancer.BALANCER_MAPS + (balancer.CTL_VIP_REALS,)
 _count = itertools.count()
 
 
+def kill_pidfile(pidfile):
+    """SIGTERM the process a pid file names, if any (a BIRD a test started)."""
+    try:
+        with open(pidfile) as handle:
+            os.kill(int(handle.read().strip()), 15)
+    except (OSError, ValueError):
+        pass
+
+
 def build_objects():
     subprocess.run(["make", "-s", "-C", BPF_DIR], check=True)
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from balancer_env import playbook
+from balancer_env import kill_pidfile, playbook
 
 NS, ROUTER = "xkq-bird1", "xkq-bird1r"
 ROLE_CHECK = "Check the request with the engine's own checks (on the controller, before the host is touched)"
@@ -67,14 +67,6 @@ def wait(what, test, timeout=30):
         time.sleep(0.2)
 
 
-def _kill(pidfile):
-    try:
-        with open(pidfile) as handle:
-            os.kill(int(handle.read().strip()), 15)
-    except (OSError, ValueError):
-        pass
-
-
 @pytest.fixture()
 def lab(tmp_path):
     for ns in (NS, ROUTER):
@@ -94,8 +86,8 @@ def lab(tmp_path):
         sh("bird", "-c", str(tmp_path / "router.conf"), "-s", env["rsocket"], "-P", env["rpid"], ns=ROUTER)
         yield env
     finally:
-        _kill(env["pid"])
-        _kill(env["rpid"])
+        kill_pidfile(env["pid"])
+        kill_pidfile(env["rpid"])
         for ns in (NS, ROUTER):
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
 

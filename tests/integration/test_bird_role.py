@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from balancer_env import BalancerNS, build_objects
+from balancer_env import BalancerNS, build_objects, kill_pidfile
 from lab_playbook import BIN, changed_total
 from netns_playbook import playbook, result
 
@@ -20,14 +20,6 @@ START = "Run BIRD (a daemon of the role's, on hosts without a systemd of their o
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: run as root"),
               pytest.mark.skipif(not shutil.which("bird"), reason="needs BIRD 2 (bird2)")]
-
-
-def _kill(pidfile):
-    try:
-        with open(pidfile) as handle:
-            os.kill(int(handle.read().strip()), 15)
-    except (OSError, ValueError):
-        pass
 
 
 @pytest.fixture()
@@ -63,7 +55,7 @@ def env(tmp_path):
                "conf": bird_dir / "bird.conf", "socket": str(bird_dir / "bird.ctl"),
                "pid": str(tmp_path / "etc" / "bird.pid"), "unit": tmp_path / "systemd" / "xdplb-agent.service"}
     finally:
-        _kill(str(tmp_path / "etc" / "bird.pid"))
+        kill_pidfile(str(tmp_path / "etc" / "bird.pid"))
         ns.close()
 
 
