@@ -324,38 +324,6 @@ class _Stop(BaseException):
 EXPORTER = "backend-exporter"
 
 
-def _exporter_argv(pid):
-    """What a running exporter was started with after its command word (state file, --listen...)."""
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            argv = [a.decode("utf-8", "replace") for a in handle.read().split(b"\0") if a]
-    except OSError:
-        return None
-    return argv[argv.index(EXPORTER) + 1:] if EXPORTER in argv else None
-
-
-def _terminate(pid, timeout=5.0):
-    """SIGTERM `pid` and wait until it is gone; False when it is still there after `timeout`."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not os.path.exists("/proc/%d" % pid) or _zombie(pid):
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def _zombie(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            return handle.read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def stop_backend_exporter(args, out=sys.stdout):
     """--stop: end the daemon the pidfile names ("stopped PID", "not running"); with --check
     only say what would be done ("would stop PID")."""
@@ -368,7 +336,7 @@ def stop_backend_exporter(args, out=sys.stdout):
     if args.check:
         out.write("would stop %d\n" % pid)
         return EXIT_OK
-    if not _terminate(pid):
+    if not daemon.terminate(pid):
         raise EngineError("the exporter %d did not stop within 5 s of SIGTERM" % pid)
     if os.path.exists(args.pidfile):
         os.unlink(args.pidfile)
@@ -396,11 +364,11 @@ def run_backend_exporter(args, argv, out=sys.stdout):
             raise UsageError("--daemon needs --pidfile and --log-file", field="pidfile")
         pid = daemon.running(args.pidfile, EXPORTER)
         wanted = [a for a in argv[argv.index(EXPORTER) + 1:] if a != "--replace"]
-        if pid and not args.replace and [a for a in _exporter_argv(pid) or () if a != "--replace"] == wanted:
+        if pid and not args.replace and [a for a in daemon.arguments(pid, EXPORTER) or () if a != "--replace"] == wanted:
             out.write("running %d\n" % pid)
             return EXIT_OK
         if pid:
-            if not _terminate(pid):
+            if not daemon.terminate(pid):
                 raise EngineError("the exporter %d (other arguments) did not stop within 5 s of SIGTERM" % pid)
             verb = "restarted"
     # Bound before detaching: a missing prometheus_client or a port in use fails the caller.

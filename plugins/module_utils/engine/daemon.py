@@ -4,6 +4,7 @@ backend/metrics.py, cli.py); stdlib only, no Ansible imports.
 """
 import ipaddress
 import os
+import signal
 import socket
 import socketserver
 import sys
@@ -35,6 +36,40 @@ def running(pidfile, command):
     except (OSError, ValueError, IndexError):
         return None
     return pid if pid > 0 and command.encode() in argv else None
+
+
+def arguments(pid, command):
+    """The arguments process `pid` was started with after `command` (for the backend exporter: its
+    state file and --listen ...), or None when it has no such word or is gone."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            argv = [a.decode("utf-8", "replace") for a in handle.read().split(b"\0") if a]
+    except OSError:
+        return None
+    return argv[argv.index(command) + 1:] if command in argv else None
+
+
+def _exited(pid):
+    """Gone, or a zombie (a daemon's parent is init, which may be slow, or in a container never, to reap it)."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def terminate(pid, timeout=5.0):
+    """SIGTERM `pid` and wait until it has exited; False when it still runs after `timeout` seconds."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _exited(pid):
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def daemonize(pidfile, log_file):
