@@ -7,6 +7,7 @@
     python3 -m xdplb_engine agent STATE_FILE [--health-state FILE] [--announce-table N [--drain-file F]]
                                   [--metrics-listen ADDR:PORT [--bird-socket PATH]]
                                              [--daemon --pidfile F --log-file F]
+    python3 -m xdplb_engine backend-exporter STATE_FILE --listen ADDR:PORT [--daemon --pidfile F --log-file F]
     python3 -m xdplb_engine [--pin-root DIR] save STATE_FILE [--object O] [--interface IF] [--mode M]
 
 The package runs under any name (copied to /usr/local/lib/xdplb/xdplb_engine, or inside the
@@ -23,10 +24,10 @@ import signal
 import sys
 import time
 
-from . import document, netlink
-from .backend import backend_restore
+from . import daemon, document, netlink
+from .backend import backend_restore, metrics as backend_metrics
 from .balancer import balancer, healthstate, statefile, vips
-from .health import agent, announce, metrics
+from .health import agent, announce
 from .bpf import libbpf, program
 from .errors import EngineError, StateFileError
 from .balancer.statefile import STATE_VERSION, parse_state
@@ -85,7 +86,7 @@ def preflight(state, timeout=3.0):
     program.check_object(state["object"])
     program.ifindex(state["interface"])
     try:
-        libbpf._L()  # pylint: disable=protected-access  # loads libbpf.so.1 (or says what to install)
+        libbpf._L()  # loads libbpf.so.1 (or says what to install)
     except libbpf.BpfError as exc:
         raise EngineError("libbpf: %s" % exc, field="libbpf") from exc
     program.check_pin_root(state["pin_root"], check_mode=True)
@@ -296,18 +297,19 @@ def run_agent(args, out=sys.stdout, err=sys.stderr):
     listen = None
     if args.metrics_listen:
         try:
-            listen = metrics.parse_listen(args.metrics_listen)
-        except ValueError as exc:
-            raise UsageError(str(exc), field="metrics_listen") from exc
+            listen = daemon.parse_listen(args.metrics_listen, "--metrics-listen")
+        except EngineError as exc:
+            raise UsageError(exc.msg, field="metrics_listen") from exc
     if args.daemon:
         if not args.pidfile or not args.log_file:
             raise UsageError("--daemon needs --pidfile and --log-file", field="pidfile")
         pid = agent.running(args.pidfile)
         restarted = False
-        if pid and agent.cmdline(pid) != agent.cmdline(os.getpid()):
+        if pid and daemon.arguments(pid, "agent") != daemon.arguments(os.getpid(), "agent"):
             # Started with other arguments (metrics, BGP): a reload would keep them, so it is
-            # replaced, as systemd restarts the unit when its ExecStart changed.
-            if not agent.stop_process(pid):
+            # replaced, as systemd restarts the unit when its ExecStart changed. Its close()
+            # writes the health file and withdraws its routes first: more time than an exporter.
+            if not daemon.terminate(pid, timeout=10.0):
                 raise EngineError("the running agent (pid %d) has other arguments and did not stop on SIGTERM" % pid)
             restarted = True
         elif pid:
@@ -317,7 +319,8 @@ def run_agent(args, out=sys.stdout, err=sys.stderr):
         # Checked here, in the foreground: a bad configuration fails the caller, not only the log.
         agent.load(args.state_file, args.hc_object)
         if listen is not None:
-            metrics.check_listen(listen)
+            # Refused here, in the foreground, rather than in the daemon's log only.
+            daemon.http_server(None, *listen).server_close()
         out.flush()
         started = agent.daemonize(args.pidfile, args.log_file)
         if started is None:
@@ -333,6 +336,89 @@ def run_agent(args, out=sys.stdout, err=sys.stderr):
     except agent.ConfigError as exc:
         err.write("%s agent: error: %s\n" % (_prog(), exc.msg))
         return EXIT_USAGE
+
+
+class _Stop(BaseException):
+    """SIGTERM / SIGINT: unwinds serve_forever() in the main thread, where the handler runs (not an
+    Exception: socketserver would take one raised during a request for that request's error)."""
+
+
+EXPORTER = "backend-exporter"
+
+
+def stop_backend_exporter(args, out=sys.stdout):
+    """--stop: end the daemon the pidfile names ("stopped PID", "not running"); with --check
+    only say what would be done ("would stop PID")."""
+    if not args.pidfile:
+        raise UsageError("--stop needs --pidfile", field="pidfile")
+    pid = daemon.running(args.pidfile, EXPORTER)
+    if not pid:
+        out.write("not running\n")
+        return EXIT_OK
+    if args.check:
+        out.write("would stop %d\n" % pid)
+        return EXIT_OK
+    if not daemon.terminate(pid):
+        raise EngineError("the exporter %d did not stop within 5 s of SIGTERM" % pid)
+    if os.path.exists(args.pidfile):
+        os.unlink(args.pidfile)
+    out.write("stopped %d\n" % pid)
+    return EXIT_OK
+
+
+def run_backend_exporter(args, argv, out=sys.stdout):
+    """The backend's /metrics in the foreground (systemd), or detached with --daemon. A daemon the
+    pidfile names that runs with the same arguments is left alone (it reads the state file at every
+    scrape: nothing to reload) and the output says "running PID"; one with other arguments (a new
+    port), or any with --replace (the role's engine files changed), is stopped and replaced:
+    "restarted PID"."""
+    if args.stop:
+        return stop_backend_exporter(args, out)
+    if not args.listen:
+        raise UsageError("--listen: required (ADDRESS:PORT, such as 127.0.0.1:9438)", field="listen")
+    try:
+        address, port = daemon.parse_listen(args.listen, "--listen")
+    except EngineError as exc:
+        raise UsageError(exc.msg, field=exc.field, value=exc.value) from exc
+    verb = "started"
+    if args.daemon:
+        if not args.pidfile or not args.log_file:
+            raise UsageError("--daemon needs --pidfile and --log-file", field="pidfile")
+        pid = daemon.running(args.pidfile, EXPORTER)
+        wanted = [a for a in argv[argv.index(EXPORTER) + 1:] if a != "--replace"]
+        if pid and not args.replace and [a for a in daemon.arguments(pid, EXPORTER) or () if a != "--replace"] == wanted:
+            out.write("running %d\n" % pid)
+            return EXIT_OK
+        if pid:
+            if not daemon.terminate(pid):
+                raise EngineError("the exporter %d (other arguments) did not stop within 5 s of SIGTERM" % pid)
+            verb = "restarted"
+    # Bound before detaching: a missing prometheus_client or a port in use fails the caller.
+    server = daemon.http_server(backend_metrics.app(backend_metrics.registry(args.state_file)), address, port)
+    try:
+        if args.daemon:
+            out.flush()
+            started = daemon.daemonize(args.pidfile, args.log_file)
+            if started is None:
+                raise EngineError("the exporter did not start: see %s" % args.log_file)
+            if started:
+                out.write("%s %s\n" % (verb, started))
+                return EXIT_OK
+
+        def stop(_signum, _frame):
+            raise _Stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        where = "[%s]:%d" % (address, port) if ":" in address else "%s:%d" % (address, port)
+        daemon.log_line("backend exporter on http://%s/metrics for %s" % (where, args.state_file))
+        try:
+            server.serve_forever()
+        except _Stop:
+            daemon.log_line("backend exporter stopped (SIGTERM)")
+        return EXIT_OK
+    finally:
+        server.server_close()
 
 
 # ------------------------------------------------------------------ main
@@ -374,6 +460,17 @@ def _parser():
     s.add_argument("--daemon", action="store_true", help="detach (hosts without systemd); needs --pidfile, --log-file")
     s.add_argument("--pidfile")
     s.add_argument("--log-file")
+    s = sub.add_parser("backend-exporter", help="the backend's Prometheus metrics (decap counters, the doctor's "
+                       "findings) over HTTP at /metrics (runs until SIGTERM)")
+    s.add_argument("state_file", nargs="?", default=backend_metrics.DEFAULT_STATE_FILE,
+                   help="the backend state file the boot restore reads (default %(default)s)")
+    s.add_argument("--listen", metavar="ADDR:PORT", help="such as 127.0.0.1:9438 or [::1]:9438")
+    s.add_argument("--daemon", action="store_true", help="detach (hosts without systemd); needs --pidfile, --log-file")
+    s.add_argument("--pidfile")
+    s.add_argument("--log-file")
+    s.add_argument("--replace", action="store_true", help="with --daemon: restart one that runs (new engine files)")
+    s.add_argument("--stop", action="store_true", help="stop the daemon --pidfile names")
+    s.add_argument("--check", action="store_true", help="with --stop: only say whether it would stop one")
     s = sub.add_parser("save", help="write the running configuration as a state file (mode 0600)")
     s.add_argument("state_file")
     s.add_argument("--object")
@@ -398,6 +495,8 @@ def main(argv=None, out=sys.stdout, err=sys.stderr):
             return save(args.state_file, args.pin_root, args.object, args.interface, args.mode, out)
         if args.command == "agent":
             return run_agent(args, out, err)
+        if args.command == "backend-exporter":
+            return run_backend_exporter(args, sys.argv[1:] if argv is None else list(argv), out)
         if args.command == "backend-restore":
             changes = backend_restore.restore(backend_restore.load_state(args.state_file), check_mode=args.check)
             out.write("backend: %s\n" % ("; ".join(changes) if changes else "nothing to change"))

@@ -16,48 +16,16 @@ reports of health comes from a view the agent's loop publishes (Agent.metrics_vi
 swapped at a time), never from the loop's own dicts.
 """
 import os
-import socket
 import threading
 import time
-from http import server as httpserver
 
+from .. import VERSION, daemon
 from ..bpf import program
 from ..bgp import bird
 from ..errors import EngineError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-VERSION = "0.1.0"  # galaxy.yml's version: the agent ships with the collection
 DROP_REASONS = ("ip_options", "fragment", "too_big", "malformed", "no_real", "encap")
-
-
-def parse_listen(text):
-    """(host, port) of "ADDR:PORT" or "[IPv6]:PORT"; ValueError naming the text."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        sep = ""
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("--metrics-listen: %r is not ADDR:PORT or [IPv6]:PORT with a port from 1 to 65535" % text)
-    try:
-        socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        raise ValueError("--metrics-listen: %r is not an IP address" % host) from None
-    return host, int(port)
-
-
-def check_listen(listen):
-    """EngineError when (host, port) cannot be listened on (taken, or not an address of this host)."""
-    host, port = listen
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        raise EngineError("--metrics-listen %s: %s" % (show_listen(listen), exc.strerror or exc),
-                          field="metrics_listen", value=show_listen(listen)) from exc
-    finally:
-        sock.close()
 
 
 def show_listen(listen):
@@ -122,41 +90,24 @@ class Exporter:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self):
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         exporter = self
 
-        class Server(httpserver.HTTPServer):
-            address_family = family
-
-        class Handler(httpserver.BaseHTTPRequestHandler):
-            def do_GET(self):
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    try:
-                        body, code = exporter.render(), 200
-                    except Exception as exc:  # a broken scrape must not kill the agent's exporter
-                        body, code = ("scrape failed: %s\n" % exc).encode(), 500
-                        exporter.agent.log("metrics: a scrape failed: %s" % exc)
-                    ctype = CONTENT_TYPE
-                elif path == "/":
-                    body, code, ctype = b"xdplb agent: /metrics\n", 200, "text/plain"
-                else:
-                    body, code, ctype = b"not found\n", 404, "text/plain"
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args):
-                pass  # a scrape per second would flood the agent's log
+        def app(environ, start_response):
+            if environ.get("PATH_INFO") != "/metrics":
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"xdplb agent: the metrics are at /metrics\n"]
+            try:
+                body, status = exporter.render(), "200 OK"
+            except Exception as exc:  # pylint: disable=broad-except  # a broken scrape must not end the exporter
+                exporter.agent.log("metrics: a scrape failed: %s" % exc)
+                body, status = ("scrape failed: %s\n" % exc).encode(), "500 Internal Server Error"
+            start_response(status, [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
+            return [body]
 
         try:
-            self.httpd = Server((self.host, self.port), Handler)
-        except OSError as exc:
-            listen = show_listen((self.host, self.port))
-            raise EngineError("--metrics-listen %s: %s" % (listen, exc.strerror or exc),
-                              field="metrics_listen", value=listen) from exc
+            self.httpd = daemon.http_server(app, self.host, self.port)
+        except EngineError as exc:
+            raise EngineError("--metrics-%s" % exc.msg, field="metrics_listen", value=exc.value) from exc
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
         self.thread.start()
 
