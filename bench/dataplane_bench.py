@@ -14,10 +14,15 @@ memory traffic between the calls evicts the balancer's maps from the caches and 
 
     sudo VENV/bin/python bench/dataplane_bench.py [--runs 5] [--calls 20000] [--cpu 0] [--loop c] [--json]
     sudo VENV/bin/python bench/dataplane_bench.py --conn-table-sizes 65536,131072,262144
+    sudo VENV/bin/python bench/dataplane_bench.py --compare OLD.o [--runs 5]
 
 The second form measures the new-flow paths of balancer.o built with each connection-table size
 (LB_CONN_TABLE_SIZE), the variants taking turns in the same run: a new flow's entry is a random
 line of the table, so its cost follows the table's footprint (cache and TLB misses).
+
+The third form measures every path of OLD.o (e.g. `git show main:files/bpf/balancer.o > /tmp/old.o`)
+and of files/bpf/balancer.o side by side, their blocks alternating in each run, and prints old, new
+and the difference per path.
 
 Needs root, clang (make -C files/bpf) and scapy (requirements-dev.txt).
 """
@@ -135,6 +140,13 @@ def load_balancer(path=None):
         m[abi.MAP_VIP_ADDRS].update(bytes(abi.addr_key(vip)), bytes(abi.LbAddrMeta()))
         abi.vip_set(m[abi.MAP_VIP_TABLE], abi.vip_key(vip, port, proto), abi.vip_meta(num, flags))
         abi.ring_replace(m[abi.MAP_RINGS], num, ring)
+        if abi.MAP_VIP_PAIRS in m:
+            # Every (VIP, real) its own counter, as vips.ensure writes them (an object without the
+            # rows would count everything in pair 0: one hot line, not what a balancer does).
+            row = (ctypes.c_uint16 * (m[abi.MAP_VIP_PAIRS].value_size // 2))()
+            for r in set(ring):
+                row[r] = 1 + num * 16 + r % 100
+            m[abi.MAP_VIP_PAIRS].update(num.to_bytes(4, sys.byteorder), bytes(row))
     return obj, obj.program_fd(abi.PROG_BALANCER)
 
 
@@ -302,6 +314,49 @@ def main_sweep(args, sizes):
             statistics.median(v6), " ".join("%.0f" % v for v in v6), mib))
 
 
+def compare_run(floor, pkts, calls, objects, loop, block=1000):
+    """One run of every path for each of `objects` ({label: path}), the objects' blocks alternating."""
+    loaded, paths = [], {}
+    try:
+        for label, path in objects.items():
+            obj, fd = load_balancer(path)
+            loaded.append(obj)
+            for p in ("conn_hit", "udp", "ipv6"):
+                libbpf.prog_test_run(fd, pkts[p][0])
+            for name, _unused in PATHS:
+                paths[name, label] = Path(fd, pkts[name], libbpf.XDP_PASS if name == "non_vip" else libbpf.XDP_TX,
+                                          loop)
+        for _unused in range(max(1, calls // block)):
+            for path in paths.values():
+                path.block(floor, block)
+        return {key: path.cost() for key, path in paths.items()}
+    finally:
+        for obj in loaded:
+            obj.close()
+
+
+def main_compare(args):
+    pkts = packets(args.calls)
+    loop = args.loop.split(",")[0]
+    objects = {"old": args.compare, "new": os.path.join(BPF_DIR, "balancer.o")}
+    with tempfile.TemporaryDirectory() as tmp, \
+            libbpf.BpfObject(os.path.join(BPF_DIR, "pass.o"), pin_maps=False) as pobj:
+        pobj.load()
+        floor = Floor(pobj.program_fd("xdp_pass"), pkts["conn_hit"][0])
+        runner = CLoop(tmp) if loop == "c" else None
+        runs = [compare_run(floor, pkts, args.calls, objects, runner) for _unused in range(args.runs)]
+    print("kernel %s, %d CPUs, %d runs x %d calls per path, %s loop; ns per packet above the floor; "
+          "old = %s, new = files/bpf/balancer.o" % (os.uname().release, os.cpu_count(), args.runs, args.calls,
+                                                   loop, args.compare))
+    print("%-14s %6s %6s %6s  %s" % ("path", "old", "new", "delta", "runs old / new"))
+    for name, _unused in PATHS:
+        old = [r[name, "old"] for r in runs]
+        new = [r[name, "new"] for r in runs]
+        print("%-14s %6.0f %6.0f %+6.0f  %s / %s" % (
+            name, statistics.median(old), statistics.median(new), statistics.median(new) - statistics.median(old),
+            " ".join("%.0f" % v for v in old), " ".join("%.0f" % v for v in new)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -309,6 +364,7 @@ def main():
     ap.add_argument("--cpu", type=int, default=0, help="pin to this CPU (-1: do not pin)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--conn-table-sizes", help="comma-separated LB_CONN_TABLE_SIZE values to compare")
+    ap.add_argument("--compare", metavar="OLD.o", help="measure this balancer.o and files/bpf/balancer.o side by side")
     ap.add_argument("--loop", default="c", choices=["c", "python", "c,python", "python,c"],
                     help="the per-call loop: c (testrun_loop.c, as Katran's perf tester) and/or python; "
                          "both interleave in one run")
@@ -321,6 +377,9 @@ def main():
         os.sched_setaffinity(0, {args.cpu})  # one CPU: its caches stay warm
     if args.conn_table_sizes:
         main_sweep(args, [int(x) for x in args.conn_table_sizes.split(",")])
+        return
+    if args.compare:
+        main_compare(args)
         return
 
     pkts = packets(args.calls)
