@@ -70,7 +70,7 @@ def inner(args):
         agent.checks = eng["plan"].build(agent.cfg["state"]["vips"])
         agent.intent = (agent.cfg["stat"], agent.cfg["state"]["vips"])
         agent.monitor = eng["monitor"].Monitor({cid: c["spec"] for cid, c in agent.checks.items()})
-        eng["vips"].ensure(pin_root, eng["vipspec"].parse_vips(agent.cfg["state"]["vips"]))
+        eng["vips"].ensure(pin_root, agent.intent[1])
         agent.publish_metrics()
         exporter = eng["metrics"].Exporter(agent, ("127.0.0.1", 0))
         parts = {"read": [], "small": [], "pairs": [], "total": []}
