@@ -55,7 +55,7 @@ def prom_lab(tmp_path_factory):
     rules.write_text("groups:\n  - name: lab\n    rules:\n      - alert: LabTest\n        expr: xdplb_lab_test > 5\n")
     changes = lab.present(plan, PASS_OBJECT, state_root=STATE_ROOT, prometheus=True, prometheus_rule_files=[str(rules)])
     assert f"{plan['router']}: start prometheus on 10.10.1.1:9090" in changes, changes
-    lb = next(h for h in plan["hosts"] if h["kind"] == "lb")
+    lb = [h for h in plan["hosts"] if h["kind"] == "lb"][0]
     exporter = subprocess.Popen(["nsenter", f"--net=/run/netns/{lb['netns']}", sys.executable, "-c", EXPORTER,
                                  lb["ipv4"].split("/")[0]])
     yield plan, rules

@@ -142,17 +142,20 @@ def stop(path, router):
     return number
 
 
-_READY_PROBE = ("import sys, urllib.request\n"
+_READY_PROBE = ("import http.client, sys\n"
+                "host, port = sys.argv[1].rsplit(':', 1)\n"
+                "conn = http.client.HTTPConnection(host, int(port), timeout=1)\n"
                 "try:\n"
-                "    urllib.request.urlopen(sys.argv[1], timeout=1).read()\n"
-                "except Exception as exc:\n"
+                "    conn.request('GET', '/-/ready')\n"
+                "    sys.exit(0 if conn.getresponse().status == 200 else 1)\n"
+                "except OSError as exc:\n"
                 "    sys.exit(str(exc))\n")
 
 
 def ready(router, address):
     """Whether /-/ready answers 200, asked from inside the router namespace."""
-    probe = subprocess.run(["nsenter", f"--net=/run/netns/{router}", sys.executable, "-c", _READY_PROBE,
-                            f"http://{address}/-/ready"], capture_output=True, text=True, check=False)
+    probe = subprocess.run(["nsenter", f"--net=/run/netns/{router}", sys.executable, "-c", _READY_PROBE, address],
+                           capture_output=True, text=True, check=False)
     return probe.returncode == 0
 
 
