@@ -20,7 +20,7 @@ from ansible.module_utils.common.collections import is_sequence
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.xdplb.katran.plugins.module_utils.engine import validate
+from ansible_collections.xdplb.katran.plugins.module_utils.engine import daemon, validate
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import addresses, netconf
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import balancer, healthspec, vipspec
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.bgp import bgpspec
@@ -286,6 +286,28 @@ def check_backend(get, derived=None):
 
     run(rp_filter, "backend_rp_filter", "backend_tunnel_address")
     run(lambda v: _python(v, "backend_engine_python"), "backend_engine_python")
+
+    # The exporter's variables are checked whether or not it is enabled: enabling it later must not
+    # be the moment a long-standing typo shows.
+    def enabled(value):
+        if value is None:
+            return
+        try:
+            boolean(value, strict=True)
+        except TypeError:
+            _fail("backend_metrics_enabled", value, "expected true or false")
+
+    run(enabled, "backend_metrics_enabled")
+    run(lambda v: v is None or _engine(daemon.listen_address, v, "backend_metrics_listen_address"),
+        "backend_metrics_listen_address")
+    run(lambda v: v is None or _integer(v, "backend_metrics_port", 1, 65535), "backend_metrics_port")
+    run(lambda v: v is None or _engine(validate.choice, v, "backend_metrics_mode", AGENT_MODES), "backend_metrics_mode")
+
+    def packages(value):
+        if value is not None and (not isinstance(value, list) or not all(isinstance(p, str) and p for p in value)):
+            _fail("backend_metrics_packages", value, "expected a list of package names ([] installs nothing)")
+
+    run(packages, "backend_metrics_packages")
     return errors
 
 

@@ -248,9 +248,9 @@ def _shipped():
     """Never called. AnsiballZ ships the module_utils a module imports, so these imports are what
     puts the whole engine into this module's payload; tests check the list against the directory."""
     from ansible_collections.xdplb.katran.plugins.module_utils.engine import (  # noqa: F401
-        __main__, cli, document, errors, hostnet, install, netlink, validate)
+        __main__, cli, daemon, document, errors, hostnet, install, netlink, validate)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import (  # noqa: F401
-        addresses, backend_restore, backend_state, decap, doctor, netconf, probe, routes, tunnel)
+        addresses, backend_restore, backend_state, decap, doctor, metrics, netconf, probe, routes, tunnel)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import (  # noqa: F401
         balancer, healthspec, healthstate, maglev, maglev_kernel, overlay, statefile, viprequest, vips, vipspec)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import (  # noqa: F401

@@ -9,6 +9,7 @@ Read from the source (ast), function-level imports included: a lazy import is st
     bgp/                                      bgp (BIRD's configuration), shared helpers
     bpf/                                      bpf, shared helpers
     shared        errors validate document netlink hostnet   shared helpers only
+                  daemon
 
 Nothing imports an entry point except another entry point (__main__ runs cli).
 """
@@ -20,7 +21,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENGINE_DIR = os.path.join(REPO, "plugins", "module_utils", "engine")
 
-SHARED = {"errors", "validate", "document", "netlink", "hostnet"}
+SHARED = {"errors", "validate", "document", "netlink", "hostnet", "daemon"}
 ENTRY = {"cli", "__main__", "install"}
 ALLOWED = {
     "shared": {"shared"},

@@ -6,6 +6,7 @@
     python3 -m xdplb_engine backend-restore STATE_FILE [--check]
     python3 -m xdplb_engine agent STATE_FILE [--health-state FILE] [--announce-table N [--drain-file F]]
                                              [--daemon --pidfile F --log-file F]
+    python3 -m xdplb_engine backend-exporter STATE_FILE --listen ADDR:PORT [--daemon --pidfile F --log-file F]
     python3 -m xdplb_engine [--pin-root DIR] save STATE_FILE [--object O] [--interface IF] [--mode M]
 
 The package runs under any name (copied to /usr/local/lib/xdplb/xdplb_engine, or inside the
@@ -22,8 +23,8 @@ import signal
 import sys
 import time
 
-from . import document, netlink
-from .backend import backend_restore
+from . import daemon, document, netlink
+from .backend import backend_restore, metrics
 from .balancer import balancer, healthstate, statefile, vips
 from .health import agent, announce
 from .bpf import libbpf, program
@@ -84,7 +85,7 @@ def preflight(state, timeout=3.0):
     program.check_object(state["object"])
     program.ifindex(state["interface"])
     try:
-        libbpf._L()  # pylint: disable=protected-access  # loads libbpf.so.1 (or says what to install)
+        libbpf._L()  # loads libbpf.so.1 (or says what to install)
     except libbpf.BpfError as exc:
         raise EngineError("libbpf: %s" % exc, field="libbpf") from exc
     program.check_pin_root(state["pin_root"], check_mode=True)
@@ -315,6 +316,121 @@ def run_agent(args, out=sys.stdout, err=sys.stderr):
         return EXIT_USAGE
 
 
+class _Stop(BaseException):
+    """SIGTERM / SIGINT: unwinds serve_forever() in the main thread, where the handler runs (not an
+    Exception: socketserver would take one raised during a request for that request's error)."""
+
+
+EXPORTER = "backend-exporter"
+
+
+def _exporter_argv(pid):
+    """What a running exporter was started with after its command word (state file, --listen...)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            argv = [a.decode("utf-8", "replace") for a in handle.read().split(b"\0") if a]
+    except OSError:
+        return None
+    return argv[argv.index(EXPORTER) + 1:] if EXPORTER in argv else None
+
+
+def _terminate(pid, timeout=5.0):
+    """SIGTERM `pid` and wait until it is gone; False when it is still there after `timeout`."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not os.path.exists("/proc/%d" % pid) or _zombie(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def stop_backend_exporter(args, out=sys.stdout):
+    """--stop: end the daemon the pidfile names ("stopped PID", "not running"); with --check
+    only say what would be done ("would stop PID")."""
+    if not args.pidfile:
+        raise UsageError("--stop needs --pidfile", field="pidfile")
+    pid = daemon.running(args.pidfile, EXPORTER)
+    if not pid:
+        out.write("not running\n")
+        return EXIT_OK
+    if args.check:
+        out.write("would stop %d\n" % pid)
+        return EXIT_OK
+    if not _terminate(pid):
+        raise EngineError("the exporter %d did not stop within 5 s of SIGTERM" % pid)
+    if os.path.exists(args.pidfile):
+        os.unlink(args.pidfile)
+    out.write("stopped %d\n" % pid)
+    return EXIT_OK
+
+
+def run_backend_exporter(args, argv, out=sys.stdout):
+    """The backend's /metrics in the foreground (systemd), or detached with --daemon. A daemon the
+    pidfile names that runs with the same arguments is left alone (it reads the state file at every
+    scrape: nothing to reload) and the output says "running PID"; one with other arguments (a new
+    port), or any with --replace (the role's engine files changed), is stopped and replaced:
+    "restarted PID"."""
+    if args.stop:
+        return stop_backend_exporter(args, out)
+    if not args.listen:
+        raise UsageError("--listen: required (ADDRESS:PORT, such as 127.0.0.1:9438)", field="listen")
+    try:
+        address, port = daemon.parse_listen(args.listen, "--listen")
+    except EngineError as exc:
+        raise UsageError(exc.msg, field=exc.field, value=exc.value) from exc
+    verb = "started"
+    if args.daemon:
+        if not args.pidfile or not args.log_file:
+            raise UsageError("--daemon needs --pidfile and --log-file", field="pidfile")
+        pid = daemon.running(args.pidfile, EXPORTER)
+        wanted = [a for a in argv[argv.index(EXPORTER) + 1:] if a != "--replace"]
+        if pid and not args.replace and [a for a in _exporter_argv(pid) or () if a != "--replace"] == wanted:
+            out.write("running %d\n" % pid)
+            return EXIT_OK
+        if pid:
+            if not _terminate(pid):
+                raise EngineError("the exporter %d (other arguments) did not stop within 5 s of SIGTERM" % pid)
+            verb = "restarted"
+    # Bound before detaching: a missing prometheus_client or a port in use fails the caller.
+    server = daemon.http_server(metrics.app(metrics.registry(args.state_file)), address, port)
+    try:
+        if args.daemon:
+            out.flush()
+            started = daemon.daemonize(args.pidfile, args.log_file)
+            if started is None:
+                raise EngineError("the exporter did not start: see %s" % args.log_file)
+            if started:
+                out.write("%s %s\n" % (verb, started))
+                return EXIT_OK
+
+        def stop(_signum, _frame):
+            raise _Stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        where = "[%s]:%d" % (address, port) if ":" in address else "%s:%d" % (address, port)
+        daemon.log_line("backend exporter on http://%s/metrics for %s" % (where, args.state_file))
+        try:
+            server.serve_forever()
+        except _Stop:
+            daemon.log_line("backend exporter stopped (SIGTERM)")
+        return EXIT_OK
+    finally:
+        server.server_close()
+
+
 # ------------------------------------------------------------------ main
 def _parser():
     p = argparse.ArgumentParser(prog="python3 -m %s" % _prog(),
@@ -351,6 +467,17 @@ def _parser():
     s.add_argument("--daemon", action="store_true", help="detach (hosts without systemd); needs --pidfile, --log-file")
     s.add_argument("--pidfile")
     s.add_argument("--log-file")
+    s = sub.add_parser("backend-exporter", help="the backend's Prometheus metrics (decap counters, the doctor's "
+                       "findings) over HTTP at /metrics (runs until SIGTERM)")
+    s.add_argument("state_file", nargs="?", default=metrics.DEFAULT_STATE_FILE,
+                   help="the backend state file the boot restore reads (default %(default)s)")
+    s.add_argument("--listen", metavar="ADDR:PORT", help="such as 127.0.0.1:9438 or [::1]:9438")
+    s.add_argument("--daemon", action="store_true", help="detach (hosts without systemd); needs --pidfile, --log-file")
+    s.add_argument("--pidfile")
+    s.add_argument("--log-file")
+    s.add_argument("--replace", action="store_true", help="with --daemon: restart one that runs (new engine files)")
+    s.add_argument("--stop", action="store_true", help="stop the daemon --pidfile names")
+    s.add_argument("--check", action="store_true", help="with --stop: only say whether it would stop one")
     s = sub.add_parser("save", help="write the running configuration as a state file (mode 0600)")
     s.add_argument("state_file")
     s.add_argument("--object")
@@ -375,6 +502,8 @@ def main(argv=None, out=sys.stdout, err=sys.stderr):
             return save(args.state_file, args.pin_root, args.object, args.interface, args.mode, out)
         if args.command == "agent":
             return run_agent(args, out, err)
+        if args.command == "backend-exporter":
+            return run_backend_exporter(args, sys.argv[1:] if argv is None else list(argv), out)
         if args.command == "backend-restore":
             changes = backend_restore.restore(backend_restore.load_state(args.state_file), check_mode=args.check)
             out.write("backend: %s\n" % ("; ".join(changes) if changes else "nothing to change"))

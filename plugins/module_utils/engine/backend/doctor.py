@@ -13,16 +13,21 @@ max(conf.all.rp_filter, conf.<dev>.rp_filter); strict (1) drops because the rout
 client is not the tunnel; loose (2) drops on a device without an address. Then the VIP must be
 a local address, and the reply leaves by the normal route, straight to the client.
 """
+import errno
 import ipaddress
 import os
 
 from . import backend_restore, netconf
 from .. import netlink, validate
+from ..errors import EngineError
 
 PROC_NET = "/proc/sys/net"
 CRITICAL, WARNING, INFO, OK = "critical", "warning", "info", "ok"
 _TUNNEL_FOR = {4: ("ipip", "tunl0"), 6: ("ip6tnl", "ip6tnl0")}
 ENCAP_HEADER = {4: 20, 6: 40}
+# Every check that can report a problem (critical or warning); the exporter publishes one gauge per
+# check and severity, so an alert on a check exists before the check first fails.
+CHECKS = ("deployed", "decap", "rp_filter", "vip_bound", "arp_ignore", "arp_announce", "headroom")
 
 
 def _finding(check, severity, message, fix="", vip=None, device=None):
@@ -227,7 +232,16 @@ def bpf_decap_devices(links):
         for prog_id in ids:
             if not prog_id:
                 continue
-            fd = libbpf.prog_fd_by_id(prog_id)
+            try:
+                fd = libbpf.prog_fd_by_id(prog_id)
+            except libbpf.BpfError as exc:
+                if exc.errno in (errno.EPERM, errno.EACCES):
+                    # Without this, a process with too few capabilities would report "nothing
+                    # unwraps" on a backend whose decap works (the exporter's unit bounds them).
+                    raise EngineError("cannot tell whether the program on %s is the decap: %s (reading a "
+                                      "program by id needs CAP_SYS_ADMIN)" % (link["name"], exc),
+                                      field="capabilities") from exc
+                raise
             try:
                 if libbpf.prog_info(fd)["name"] in ("decap_xdp", "decap_tc"):
                     found.append(link["name"])
@@ -296,6 +310,8 @@ def check(vips=None, state_file=None, outer_families=None, inspect_host=True):
             ipr.close()
         try:
             bpf_devices = bpf_decap_devices(links)
+        except EngineError:
+            raise
         except Exception:  # no libbpf on this host: then no BPF decap can be attached either
             bpf_devices = []
         report["findings"] = check_backend(vips, links, addrs, bpf_devices, families, advmss)

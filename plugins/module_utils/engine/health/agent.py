@@ -25,7 +25,6 @@ may still reach its reals), and no drain file. An address is kept while any of i
 """
 import os
 import signal
-import sys
 import time
 
 from . import plan as checkplan
@@ -33,7 +32,7 @@ from .announce import Announcer, DEFAULT_DEVICE
 from .monitor import Monitor
 from ..balancer import balancer, healthstate, overlay, statefile, vips as vipsmod
 from ..bpf import abi, hc, hc_abi, libbpf, program
-from .. import hostnet
+from .. import daemon, hostnet
 from ..errors import EngineError, StateFileError, show
 
 WATCH_EVERY = 1.0      # state file changed? tc filter still ours? balancer loaded yet?
@@ -436,56 +435,16 @@ def _list(items, limit=8):
     return "%s and %d more" % (", ".join(items[:limit]), len(items) - limit)
 
 
-def _stderr_log(line):
-    # Under systemd the journal stamps each line; elsewhere (lab, terminal) the line carries the time.
-    if os.environ.get("JOURNAL_STREAM"):
-        sys.stderr.write(line + "\n")
-    else:
-        sys.stderr.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S%z"), line))
-    sys.stderr.flush()
+_stderr_log = daemon.log_line
 
 
 # ------------------------------------------------------------------ process
 def running(pidfile):
     """The pid of the agent a pidfile names, when it runs; else None."""
-    try:
-        with open(pidfile) as handle:
-            pid = int(handle.read().split()[0])
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            argv = handle.read().split(b"\0")
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if pid > 0 and b"agent" in argv else None
+    return daemon.running(pidfile, "agent")
 
 
-def daemonize(pidfile, log_file):
-    """Detach (double fork, new session), stderr and stdout to `log_file`, pid in `pidfile`
-    (0600). Returns in the daemon; the caller's process exits after printing the daemon's pid,
-    which it reads from a pipe once the daemon has written its pidfile."""
-    rfd, wfd = os.pipe()
-    if os.fork():
-        os.close(wfd)
-        with os.fdopen(rfd) as pipe:
-            answer = pipe.read()
-        return answer or None
-    os.close(rfd)
-    os.setsid()
-    if os.fork():
-        os._exit(0)  # pylint: disable=protected-access  # the middle process must not run atexit handlers
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    os.close(null)
-    tmp = "%s.%d" % (pidfile, os.getpid())
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        handle.write("%d\n" % os.getpid())
-    os.rename(tmp, pidfile)
-    os.write(wfd, b"%d" % os.getpid())
-    os.close(wfd)
-    return ""
+daemonize = daemon.daemonize
 
 
 def serve(agent):
