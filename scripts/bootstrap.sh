@@ -11,8 +11,11 @@ cd "$(dirname "$0")/.."
 
 # debootstrap, dpkg-dev and openssh-client: the SSH lab hosts (roles/lab/files/ssh_host.sh).
 # bird2 and frr: the lab's BGP (BIRD on the balancers, FRR on the router, both in namespaces).
+# prometheus: promtool for the alert rules' tests (tests/unit/test_prometheus_rules.py) and the
+# lab's Prometheus server; the policy-rc.d below keeps its service from starting on the controller.
 APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 ethtool tcpdump netcat-openbsd
-              socat make util-linux rsync shellcheck debootstrap dpkg-dev openssh-client bird2 frr)
+              socat make util-linux rsync shellcheck debootstrap dpkg-dev openssh-client bird2 frr
+              prometheus)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -22,8 +25,8 @@ if ((${#missing[@]})); then
     echo "bootstrap: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=600 update -qq
-    # The lab runs its own BIRD and FRR in namespaces: the packages' services must not start on
-    # the controller itself (a policy-rc.d that says 101 stops invoke-rc.d; an existing one is kept).
+    # The lab runs its own BIRD and FRR in namespaces, and promtool needs no server: the packages'
+    # services (bird, frr, prometheus) must not start on the controller itself (a policy-rc.d that says 101 stops invoke-rc.d; an existing one is kept).
     policy=/usr/sbin/policy-rc.d
     if [[ ! -e $policy ]]; then
         trap 'rm -f "$policy"' EXIT
