@@ -162,14 +162,14 @@ def _collector(get):
     return errors, run
 
 
-def _enabled(value):
-    """balancer_bgp_enabled as the role's `| bool` reads it (an extra var is a string); not a boolean is an error."""
+def _enabled(value, field="balancer_bgp_enabled"):
+    """A switch as the role's `| bool` reads it (an extra var is a string); not a boolean is an error."""
     if value is None:
         return False
     try:
         return boolean(value, strict=True)
     except TypeError:
-        _fail("balancer_bgp_enabled", value, "expected true or false")
+        _fail(field, value, "expected true or false")
     return False
 
 
@@ -232,6 +232,18 @@ def check_balancer(get):
                 _unit_path(value, name)
 
     run(bgp_more, "balancer_bgp_enabled", "balancer_agent", "balancer_bgp_mode", *_BGP_PATHS)
+
+    def metrics(enabled, agent, address, port):
+        if not _enabled(enabled, "balancer_metrics_enabled"):
+            return
+        if agent is not None and not boolean(agent, strict=False):
+            _fail("balancer_agent", agent, "must be true with balancer_metrics_enabled: the agent serves the metrics")
+        if address is not None:
+            _engine(validate.ip_address, address, "balancer_metrics_listen_address")
+        if port is not None:
+            _integer(port, "balancer_metrics_port", 1, 65535)
+
+    run(metrics, "balancer_metrics_enabled", "balancer_agent", "balancer_metrics_listen_address", "balancer_metrics_port")
     return errors
 
 

@@ -28,6 +28,8 @@ description:
     C(balancer_bgp_communities), C(balancer_bgp_med), C(balancer_bgp_vip_attributes), C(balancer_bgp_bfd_interval),
     C(balancer_bgp_bfd_multiplier), C(balancer_bgp_table) (not a table of the kernel's own); C(balancer_bgp_mode) and the
     paths C(balancer_bgp_config_file), C(balancer_bgp_socket), C(balancer_bgp_pidfile) and C(balancer_bgp_drain_file)."
+  - "With C(balancer_metrics_enabled), C(balancer_agent) (the agent serves the metrics), C(balancer_metrics_listen_address)
+    (an IP address) and C(balancer_metrics_port) (1 to 65535)."
   - "Backend variables: O(backends) hosts' C(backend_vips) (addresses as ip_address binds them to lo,
     duplicates), C(backend_interface), C(backend_ipip_device), C(backend_ip6tnl_device),
     C(backend_tunnel_address), C(backend_arp_ignore), C(backend_arp_announce), C(backend_advmss),

@@ -9,6 +9,7 @@ import tempfile
 import time
 
 sys.path.insert(0, sys.argv[1])
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.bgp import bird  # noqa: E402
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.health.announce import Announcer  # noqa: E402
 
 TABLE = 4242
@@ -17,6 +18,7 @@ router id 10.0.0.1;
 protocol device { }
 protocol kernel xdplb_vips4 { kernel table %d; learn; scan time 1; ipv4 { import all; export none; }; }
 protocol kernel xdplb_vips6 { kernel table %d; learn; scan time 1; ipv6 { import all; export none; }; }
+protocol bgp router_a { local as 65010; neighbor 10.0.0.2 as 65000; ipv4 { import none; export none; }; }
 """ % (TABLE, TABLE)
 
 
@@ -80,6 +82,9 @@ def main():
         out["bird_after_kill"] = wait(lambda: bird_routes(sock), [])
         out["withdrawn_in"] = time.monotonic() - killed
         out["kernel_after_kill"] = kernel_routes()
+        # The sessions the agent's metrics report (xdplb_bgp_session_up): a peer nobody answers for.
+        out["sessions"] = [{k: row[k] for k in ("name", "proto", "neighbor")} | {"established": row["info"].startswith(
+            "Established")} for row in bird.show_protocols_all(sock) if row["proto"] == "BGP"]
     finally:
         with open(pid) as handle:
             os.kill(int(handle.read()), signal.SIGTERM)

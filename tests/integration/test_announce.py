@@ -52,3 +52,8 @@ def test_sigkill_withdraws_everything(seen):
     assert seen["bird_with_child"] == ["10.99.0.30/32", "fd00:99::30/128"]
     assert seen["bird_after_kill"] == [] and seen["kernel_after_kill"] == []
     assert seen["withdrawn_in"] < 5, seen
+
+
+def test_the_sessions_of_bird_for_the_metrics(seen):
+    # What xdplb_bgp_session_up{peer, session} is made of: BIRD's own listing, the neighbor from its details.
+    assert seen["sessions"] == [{"name": "router_a", "proto": "BGP", "neighbor": "10.0.0.2", "established": False}]

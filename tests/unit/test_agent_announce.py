@@ -49,3 +49,12 @@ def test_announce_arguments_are_checked_before_anything_starts(tmp_path):
     assert rc == 2 and "announce_device" in err
     rc, _out, err = _run(["agent", str(_state(tmp_path)), "--drain-file", "/x"])
     assert rc == 2 and "--drain-file needs --announce-table" in err
+
+
+def test_metrics_arguments_are_checked_before_anything_starts(tmp_path):
+    rc, _out, err = _run(["agent", str(_state(tmp_path)), "--metrics-listen", "127.0.0.1"])
+    assert rc == 2 and "--metrics-listen: '127.0.0.1' is not ADDR:PORT or [IPv6]:PORT" in err
+    rc, _out, err = _run(["agent", str(_state(tmp_path)), "--metrics-listen", "lb1:9437"])
+    assert rc == 2 and "'lb1' is not an IP address" in err
+    rc, _out, err = _run(["agent", str(_state(tmp_path)), "--bird-socket", "/run/bird/bird.ctl"])
+    assert rc == 2 and "--bird-socket needs --announce-table" in err

@@ -95,7 +95,8 @@ SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
 @pytest.mark.parametrize("overrides", [{}, {"balancer_health_state_file": "/srv/xdplb/health.json",
-                                            "balancer_agent_capabilities": ["CAP_NET_ADMIN"]}])
+                                            "balancer_agent_capabilities": ["CAP_NET_ADMIN"]},
+                                       {"balancer_metrics_enabled": True, "balancer_bgp_enabled": True}])
 def test_systemd_analyze_verify_accepts_both_units(tmp_path, overrides):
     # Not skipped when missing: a check that runs nowhere proves nothing (bindep.txt: systemd [test]).
     assert SYSTEMD_ANALYZE, "systemd-analyze is needed to check the agent's unit (Debian: apt install systemd)"
@@ -167,3 +168,32 @@ def test_process_mode_runs_the_agent_under_setpriv_with_the_units_capabilities()
     assert fewer[:4] == ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "/opt/py/bin/python3"]
     assert render(task["environment"]["PYTHONPATH"]) == "/usr/local/lib/xdplb"
     assert "started " in task["changed_when"] and "balancer_agent_mode == 'process'" in task["when"]
+
+
+# ------------------------------------------------------------------ metrics
+def test_metrics_add_the_listen_address_to_both_ways_of_running_the_agent():
+    on = {"balancer_metrics_enabled": True}
+    assert "--metrics-listen" not in agent_unit()
+    unit = agent_unit(**on).splitlines()
+    assert ("ExecStart=@PYTHON@ -m xdplb_engine agent /etc/xdplb/balancer.json --health-state /var/lib/xdplb/health.json"
+            " --metrics-listen 127.0.0.1:9437") in unit
+    six = agent_unit(balancer_metrics_enabled=True, balancer_metrics_listen_address="fd00::1", balancer_metrics_port=9500)
+    assert "--metrics-listen [fd00::1]:9500" in six
+    # With BGP, the sessions' states come through BIRD's socket, which the unit reaches as group bird.
+    bgp = agent_unit(balancer_metrics_enabled=True, balancer_bgp_enabled=True).splitlines()
+    assert any(line.endswith("--drain-file /etc/xdplb/bgp-drained --metrics-listen 127.0.0.1:9437 "
+                             "--bird-socket /run/bird/bird.ctl") for line in bgp), bgp
+    assert "SupplementaryGroups=bird" in bgp and "SupplementaryGroups=bird" not in unit
+    task = _task("Run the health-check agent (a daemon")
+    engine = {"host": {"python": "/usr/bin/python3"}}
+    argv = render(task["ansible.builtin.command"]["argv"], balancer_engine=engine, **on)
+    assert argv[-2:] == ["--metrics-listen", "127.0.0.1:9437"]
+    # An agent started with other arguments is replaced: "restarted PID" is a change too.
+    assert "(re)?started " in task["changed_when"]
+
+
+def test_metrics_install_the_exporters_library_only_when_enabled():
+    task = _task("Packages the modules and the boot unit need")
+    assert render(task["ansible.builtin.package"]["name"]) == ["libbpf1", "python3-pyroute2"]
+    assert render(task["ansible.builtin.package"]["name"], balancer_metrics_enabled=True) == [
+        "libbpf1", "python3-pyroute2", "python3-prometheus-client"]

@@ -5,6 +5,7 @@
     python3 -m xdplb_engine restore STATE_FILE [--check]
     python3 -m xdplb_engine backend-restore STATE_FILE [--check]
     python3 -m xdplb_engine agent STATE_FILE [--health-state FILE] [--announce-table N [--drain-file F]]
+                                  [--metrics-listen ADDR:PORT [--bird-socket PATH]]
                                              [--daemon --pidfile F --log-file F]
     python3 -m xdplb_engine backend-exporter STATE_FILE --listen ADDR:PORT [--daemon --pidfile F --log-file F]
     python3 -m xdplb_engine [--pin-root DIR] save STATE_FILE [--object O] [--interface IF] [--mode M]
@@ -26,7 +27,7 @@ import time
 from . import daemon, document, netlink
 from .backend import backend_restore, metrics
 from .balancer import balancer, healthstate, statefile, vips
-from .health import agent, announce
+from .health import agent, announce, metrics
 from .bpf import libbpf, program
 from .errors import EngineError, StateFileError
 from .balancer.statefile import STATE_VERSION, parse_state
@@ -290,27 +291,46 @@ def run_agent(args, out=sys.stdout, err=sys.stderr):
             raise UsageError(exc.msg, field=exc.field) from exc
     elif args.drain_file:
         raise UsageError("--drain-file needs --announce-table (it withdraws the announcements)", field="drain_file")
+    elif args.bird_socket:
+        raise UsageError("--bird-socket needs --announce-table (the sessions are those of the announcements)",
+                         field="bird_socket")
+    listen = None
+    if args.metrics_listen:
+        try:
+            listen = metrics.parse_listen(args.metrics_listen)
+        except ValueError as exc:
+            raise UsageError(str(exc), field="metrics_listen") from exc
     if args.daemon:
         if not args.pidfile or not args.log_file:
             raise UsageError("--daemon needs --pidfile and --log-file", field="pidfile")
         pid = agent.running(args.pidfile)
-        if pid:
+        restarted = False
+        if pid and agent.cmdline(pid) != agent.cmdline(os.getpid()):
+            # Started with other arguments (metrics, BGP): a reload would keep them, so it is
+            # replaced, as systemd restarts the unit when its ExecStart changed.
+            if not agent.stop_process(pid):
+                raise EngineError("the running agent (pid %d) has other arguments and did not stop on SIGTERM" % pid)
+            restarted = True
+        elif pid:
             os.kill(pid, signal.SIGHUP)
             out.write("running %d\n" % pid)
             return EXIT_OK
         # Checked here, in the foreground: a bad configuration fails the caller, not only the log.
         agent.load(args.state_file, args.hc_object)
+        if listen is not None:
+            metrics.check_listen(listen)
         out.flush()
         started = agent.daemonize(args.pidfile, args.log_file)
         if started is None:
             raise EngineError("the agent did not start: see %s" % args.log_file)
         if started:
-            out.write("started %s\n" % started)
+            out.write("%s %s\n" % ("restarted" if restarted else "started", started))
             return EXIT_OK
     try:
         return agent.serve(agent.Agent(args.state_file, args.health_state, args.hc_object,
                                        announce_table=args.announce_table, announce_device=args.announce_device,
-                                       drain_file=args.drain_file))
+                                       drain_file=args.drain_file, metrics_listen=listen,
+                                       bird_socket=args.bird_socket))
     except agent.ConfigError as exc:
         err.write("%s agent: error: %s\n" % (_prog(), exc.msg))
         return EXIT_USAGE
@@ -464,6 +484,9 @@ def _parser():
     s.add_argument("--announce-device", default=announce.DEFAULT_DEVICE,
                    help="the agent's TUN device those routes go through (default %(default)s)")
     s.add_argument("--drain-file", metavar="FILE", help="while FILE exists, announce nothing (balancer drain)")
+    s.add_argument("--metrics-listen", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics on http://ADDR:PORT/metrics ([IPv6]:PORT for IPv6)")
+    s.add_argument("--bird-socket", metavar="PATH", help="BIRD's control socket: BGP session states in the metrics")
     s.add_argument("--daemon", action="store_true", help="detach (hosts without systemd); needs --pidfile, --log-file")
     s.add_argument("--pidfile")
     s.add_argument("--log-file")

@@ -97,6 +97,31 @@ def parse_protocols(out):
     return rows
 
 
+def show_protocols_all(socket, birdc="birdc"):
+    """show_protocols' rows, each with "neighbor": the BGP neighbor's address ("" when none), from
+    `birdc show protocols all`."""
+    code, out = _run([birdc, "-s", socket, "show", "protocols", "all"])
+    if code != 0:
+        raise EngineError("birdc show protocols all: %s" % (out.strip() or "exit status %d" % code))
+    return parse_protocols_all(out)
+
+
+def parse_protocols_all(out):
+    """Rows of `birdc show protocols all`: a protocol's line starts in the first column, its details
+    are indented below it."""
+    rows = []
+    for line in out.splitlines():
+        if line[:1].isspace():
+            words = line.split()
+            if rows and words[:2] == ["Neighbor", "address:"] and len(words) > 2:
+                rows[-1]["neighbor"] = words[2]
+            continue
+        for row in parse_protocols(line):
+            row["neighbor"] = ""
+            rows.append(row)
+    return rows
+
+
 def _read(path):
     try:
         with open(path, encoding="utf-8") as handle:

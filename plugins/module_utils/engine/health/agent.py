@@ -27,7 +27,7 @@ import os
 import signal
 import time
 
-from . import plan as checkplan
+from . import metrics, plan as checkplan
 from .announce import Announcer, DEFAULT_DEVICE
 from .monitor import Monitor
 from ..balancer import balancer, healthstate, overlay, statefile, vips as vipsmod
@@ -88,7 +88,7 @@ def _family(addr):
 class Agent:
     def __init__(self, state_file, health_path=healthstate.DEFAULT_PATH, hc_object=None, log=None,
                  clock=time.monotonic, wall=time.time, announce_table=None, announce_device=DEFAULT_DEVICE,
-                 drain_file=None):
+                 drain_file=None, metrics_listen=None, bird_socket=None):
         self.state_file, self.health_path, self.hc_object_arg = state_file, health_path, hc_object
         self.announcer = Announcer(announce_table, announce_device) if announce_table else None
         self.drain_file = drain_file
@@ -111,6 +111,14 @@ class Agent:
         self._persisted = -1
         self._waiting_logged = False
         self.max_reals = hc_abi.HC_MAX_REALS
+        # Metrics (metrics.py): the exporter's thread reads metrics_view only, a view this loop
+        # rebuilds (at most once a second) when something it shows changed.
+        self.metrics_listen, self.bird_socket = metrics_listen, bird_socket
+        self.exporter = None
+        self.metrics_view = None
+        self.metrics_dirty = False
+        self.transitions = {}      # (VIP key, real) -> health changes since the agent started
+        self.announced = set()     # VIP addresses routed for BIRD now
 
     # ------------------------------------------------------------------ configuration
     def start(self):
@@ -147,6 +155,15 @@ class Agent:
         self.log("agent started: %d checks for %d VIPs on %s, %d down from the last run (%s)"
                  % (len(checks), len(st["vips"]), st["interface"], down, self.health_path))
         self.apply()
+        if self.metrics_listen is not None:
+            self.exporter = metrics.Exporter(self, self.metrics_listen, bird_socket=self.bird_socket)
+            self.publish_metrics()
+            try:
+                self.exporter.start()
+            except EngineError as exc:
+                self.exporter = None
+                raise ConfigError(exc.msg, field=exc.field, value=exc.value) from exc
+            self.log("metrics on http://%s/metrics" % metrics.show_listen(self.metrics_listen))
 
     def _prepare(self, cfg, previous_marks):
         """(checks, marks, {mark: (outer source, real)}) of a configuration; ConfigError when a
@@ -195,6 +212,7 @@ class Agent:
         self.encap.sync(wanted)
         self.monitor.update({cid: c["spec"] for cid, c in checks.items()},
                             _restored(checks, self._document()))
+        self.metrics_dirty = True
         self.log("configuration reloaded (%s): %d checks for %d VIPs, %d new, %d gone"
                  % (why, len(checks), len(cfg["state"]["vips"]), len(set(checks) - old), len(old - set(checks))))
         self.dirty = True
@@ -206,6 +224,9 @@ class Agent:
         if check is None:
             return
         keys = sorted({key for key, _real in check["members"]})
+        for member in check["members"]:
+            self.transitions[member] = self.transitions.get(member, 0) + 1
+        self.metrics_dirty = True
         runs = st["fail_run"] if new == "down" else st["ok_run"]
         self.log("real %s %s for %s: %s %s (%d %s in a row, was %s)" % (
             check["real"], new, _list(keys), cid, result.reason, runs,
@@ -339,6 +360,9 @@ class Agent:
         except EngineError as exc:
             self.log("announcements: %s" % exc.msg)
             return
+        if added or removed:
+            self.announced = set(addresses)
+            self.metrics_dirty = True
         for addr in removed:
             self.log("withdrawn %s: %s" % (addr, withdrawn.get(addr, "no VIP has this address any more")))
         if added:
@@ -352,6 +376,8 @@ class Agent:
             self.log("VIP %s FAILS OPEN: %s" % (key, now[key]["reason"]))
         for key in sorted(set(self.fail_open) - set(now)):
             self.log("VIP %s no longer fails open: a real is up again" % key)
+        if set(now) != set(self.fail_open):
+            self.metrics_dirty = True
         self.fail_open = now
 
     def _write(self, doc):
@@ -382,6 +408,13 @@ class Agent:
         if self.monitor.completed != self._persisted:
             self._write(self._document())
         self.announce()
+        if self.metrics_dirty and self.exporter is not None:
+            self.publish_metrics()
+
+    def publish_metrics(self):
+        """A new view for the exporter's thread (one reference swapped: it never sees a half-built one)."""
+        self.metrics_dirty = False
+        self.metrics_view = metrics.health_view(self)
 
     def run(self):
         next_watch = self.clock() + WATCH_EVERY
@@ -399,6 +432,9 @@ class Agent:
 
     def close(self):
         """Keep the states, remove the filter (nothing else wraps marked sockets)."""
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
         if self.monitor is not None:
             self._write(self._document())
             self.monitor.close()
@@ -445,6 +481,30 @@ def running(pidfile):
 
 
 daemonize = daemon.daemonize
+
+
+def cmdline(pid):
+    """The argv of process `pid` (bytes), or None when it is gone."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return handle.read().split(b"\0")
+    except OSError:
+        return None
+
+
+def stop_process(pid, timeout=10.0):
+    """SIGTERM `pid` and wait for it to go (it writes its states and withdraws its routes first);
+    False when it is still there after `timeout` seconds."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cmdline(pid) is None:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def serve(agent):
