@@ -25,7 +25,7 @@ import sys
 import time
 
 from . import daemon, document, netlink
-from .backend import backend_restore, metrics
+from .backend import backend_restore, metrics as backend_metrics
 from .balancer import balancer, healthstate, statefile, vips
 from .health import agent, announce, metrics
 from .bpf import libbpf, program
@@ -424,7 +424,7 @@ def run_backend_exporter(args, argv, out=sys.stdout):
                 raise EngineError("the exporter %d (other arguments) did not stop within 5 s of SIGTERM" % pid)
             verb = "restarted"
     # Bound before detaching: a missing prometheus_client or a port in use fails the caller.
-    server = daemon.http_server(metrics.app(metrics.registry(args.state_file)), address, port)
+    server = daemon.http_server(backend_metrics.app(backend_metrics.registry(args.state_file)), address, port)
     try:
         if args.daemon:
             out.flush()
@@ -492,7 +492,7 @@ def _parser():
     s.add_argument("--log-file")
     s = sub.add_parser("backend-exporter", help="the backend's Prometheus metrics (decap counters, the doctor's "
                        "findings) over HTTP at /metrics (runs until SIGTERM)")
-    s.add_argument("state_file", nargs="?", default=metrics.DEFAULT_STATE_FILE,
+    s.add_argument("state_file", nargs="?", default=backend_metrics.DEFAULT_STATE_FILE,
                    help="the backend state file the boot restore reads (default %(default)s)")
     s.add_argument("--listen", metavar="ADDR:PORT", help="such as 127.0.0.1:9438 or [::1]:9438")
     s.add_argument("--daemon", action="store_true", help="detach (hosts without systemd); needs --pidfile, --log-file")
