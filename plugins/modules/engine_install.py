@@ -257,7 +257,7 @@ def _shipped():
         abi, bpfmap, btf, decap_abi, hc, hc_abi, libbpf, program)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.bgp import bgpspec, bird, birdconf  # noqa: F401
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.health import (  # noqa: F401
-        agent, announce, checks, monitor, plan)
+        agent, announce, checks, metrics, monitor, plan)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import (  # noqa: F401
         lab, labflows, labrouting, labstream, labtraffic, procs)
 

@@ -108,8 +108,8 @@ def test_tarball_ships_every_module_role_playbook_and_bpf_object(installed):
             assert "files/bpf/%s.c" % obj in files
         manifest = json.load(tar.extractfile("MANIFEST.json"))
     assert {"files/bpf/lb_abi.h", "files/bpf/Makefile"} <= files
-    # The alerting rules users load into their Prometheus (rule_files:).
-    assert "files/prometheus/xdplb.rules.yml" in files
+    # The alerting rules users load into their Prometheus (rule_files:) and the dashboard.
+    assert {"files/prometheus/xdplb.rules.yml", "files/grafana/xdplb-dashboard.json"} <= files
     assert (manifest["collection_info"]["namespace"], manifest["collection_info"]["name"]) == ("xdplb", "katran")
 
 

@@ -89,7 +89,7 @@ def test_every_promql_expression_of_the_dashboard_parses(tmp_path):
     exprs = _expressions(dash)
     assert len(exprs) > 20, exprs
     rules = [{"record": "xdplb_dashboard:expr_%d" % i, "expr": _expand(expr, variables)}
-             for i, (_, expr) in enumerate(exprs)]
+             for i, (_where, expr) in enumerate(exprs)]
     path = tmp_path / "dashboard.rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=120,

@@ -15,6 +15,7 @@ file descriptors of its own, without the pin-root lock (counters are read, never
 reports of health comes from a view the agent's loop publishes (Agent.metrics_view, one reference
 swapped at a time), never from the loop's own dicts.
 """
+import os
 import socket
 import threading
 import time
@@ -356,6 +357,10 @@ class _Small:
             for addr in view["addresses"]:
                 ann.add_metric([addr], 1 if addr in view["announced"] else 0)
             yield ann
+            drained = GaugeMetricFamily("xdplb_bgp_drained", "1 while the drain file withdraws every VIP of this balancer "
+                                        "(balancer_drain.yml).")
+            drained.add_metric([], 1 if view["drained"] else 0)
+            yield drained
             if self.exporter.bird_socket:
                 yield self._sessions()
 
@@ -398,4 +403,5 @@ def health_view(agent):
     return {"labels": labels, "configured": configured, "reals": reals, "healthy": healthy,
             "transitions": dict(agent.transitions), "fail_open": set(agent.fail_open),
             "addresses": sorted({v["address"] for v in intent}),
-            "announced": set(agent.announced) if announcer is not None else None}
+            "announced": set(agent.announced) if announcer is not None else None,
+            "drained": bool(agent.drain_file and os.path.exists(agent.drain_file))}
