@@ -160,6 +160,22 @@ struct {
 } lb_real_stats SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct lb_vip_pairs);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_vip_pairs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_MAX_PAIRS);
+	__type(key, __u32);
+	__type(value, struct lb_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_pair_stats SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
@@ -419,9 +435,10 @@ static __always_inline int key_eq(const __u32 *e, const __u32 *k, __u32 n)
 	return 1;
 }
 
-/* Scan one set: n key words, entries of esz words. */
+/* Scan one set: n key words, entries of esz words. *evict: the entry a
+ * miss returns holds another flow (not empty, not this flow's own). */
 static __always_inline int conn_scan(__u32 *set, const __u32 *k, __u32 n, __u32 esz, __u32 kx, __u32 now,
-				     __u32 **out)
+				     __u32 **out, __u32 *evict)
 {
 	__u32 oldest = 0;
 	__u32 *victim = set;
@@ -442,12 +459,14 @@ static __always_inline int conn_scan(__u32 *set, const __u32 *k, __u32 n, __u32 
 		}
 	}
 	*out = victim;
+	*evict = victim[CONN_CHECK(n)] != 0;
 	return 0;
 }
 
 /* The flow's real index from the table (0: not recorded); *slot gets the
  * entry a recording should write. */
-static __always_inline __u32 conn_lookup(const struct pkt *p, __u32 now, __u32 **slot, __u32 *kx)
+static __always_inline __u32 conn_lookup(const struct pkt *p, __u32 now, __u32 **slot, __u32 *kx,
+					 __u32 *evict)
 {
 	const __u32 *k = (const __u32 *)&p->flow;
 	__u32 set_idx, *set;
@@ -459,7 +478,7 @@ static __always_inline __u32 conn_lookup(const struct pkt *p, __u32 now, __u32 *
 		set = bpf_map_lookup_elem(&lb_conns, &set_idx);
 		if (!set)
 			return 0;
-		if (!conn_scan(set, k, CONN_KEY6, sizeof(struct lb_conn6) / 4, *kx, now, slot))
+		if (!conn_scan(set, k, CONN_KEY6, sizeof(struct lb_conn6) / 4, *kx, now, slot, evict))
 			return 0;
 		return (*slot)[CONN_REAL(CONN_KEY6)];
 	} else {
@@ -473,7 +492,7 @@ static __always_inline __u32 conn_lookup(const struct pkt *p, __u32 now, __u32 *
 		set = bpf_map_lookup_elem(&lb_conns4, &set_idx);
 		if (!set)
 			return 0;
-		if (!conn_scan(set, k4, CONN_KEY4, sizeof(struct lb_conn4) / 4, *kx, now, slot))
+		if (!conn_scan(set, k4, CONN_KEY4, sizeof(struct lb_conn4) / 4, *kx, now, slot, evict))
 			return 0;
 		return (*slot)[CONN_REAL(CONN_KEY4)];
 	}
@@ -677,7 +696,8 @@ static __always_inline int forward(struct ctx *c, struct pkt *p)
 	struct lb_vip_meta vipm, *vip = &vipm;
 	struct lb_real *real = NULL;
 	struct lb_stats *st;
-	__u32 real_idx = 0, vip_num, now = 0, kx = 0;
+	__u32 real_idx = 0, vip_num, now = 0, kx = 0, evict = 0, pair = 0;
+	struct lb_vip_pairs *pairs;
 	__u32 *slot = NULL;
 	int use_conns;
 
@@ -699,7 +719,7 @@ static __always_inline int forward(struct ctx *c, struct pkt *p)
 	use_conns = !(vip->flags & LB_VIP_F_NO_CONN_TABLE);
 	if (use_conns && !p->syn) {
 		now = (__u32)bpf_jiffies64(); /* inlined by the JIT: a load of jiffies */
-		real_idx = conn_lookup(p, now, &slot, &kx);
+		real_idx = conn_lookup(p, now, &slot, &kx, &evict);
 		if (real_idx) {
 			real = bpf_map_lookup_elem(&lb_reals, &real_idx);
 			if (real && real->family) {
@@ -719,11 +739,12 @@ static __always_inline int forward(struct ctx *c, struct pkt *p)
 		if (use_conns && !p->icmp_err) {
 			if (p->syn) {
 				now = (__u32)bpf_jiffies64();
-				conn_lookup(p, now, &slot, &kx);
+				conn_lookup(p, now, &slot, &kx, &evict);
 			}
 			if (slot) {
 				conn_record(p, slot, kx, real_idx, now);
 				c->gs->conn_miss++;
+				c->gs->conn_evict += evict;
 			}
 		}
 	}
@@ -738,6 +759,15 @@ static __always_inline int forward(struct ctx *c, struct pkt *p)
 		st->bytes += p->l3_len;
 	}
 	st = bpf_map_lookup_elem(&lb_real_stats, &real_idx);
+	if (st) {
+		st->packets++;
+		st->bytes += p->l3_len;
+	}
+	/* The (VIP, real) pair's counter; no row or no id: pair 0 (lb_abi.h). */
+	pairs = bpf_map_lookup_elem(&lb_vip_pairs, &vip_num);
+	if (pairs)
+		pair = pairs->pair[real_idx & (LB_MAX_REALS - 1)];
+	st = bpf_map_lookup_elem(&lb_pair_stats, &pair);
 	if (st) {
 		st->packets++;
 		st->bytes += p->l3_len;

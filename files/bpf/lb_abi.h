@@ -24,7 +24,11 @@
  *    concurrent flows per balancer.
  *  - lb_reals: 24 B * LB_MAX_REALS = 96 KiB; lb_vip_table: 32 B *
  *    LB_VIP_TABLE_SIZE = 64 KiB; lb_vip_addrs ~50 KiB; lb_addr_filter 2 KiB.
- *  - per-CPU stats: 16 B * (LB_MAX_VIPS + LB_MAX_REALS) = 72 KiB per CPU.
+ *  - per-CPU stats: 16 B * (LB_MAX_VIPS + LB_MAX_REALS) = 72 KiB per CPU,
+ *    plus lb_pair_stats 16 B * LB_MAX_PAIRS = 1 MiB per CPU.
+ *  - lb_vip_pairs: 2 B * LB_MAX_REALS = 8 KiB per VIP slot, 4 MiB in all
+ *    (shared, not per CPU). The control plane's ctl_pair_owner adds
+ *    8 B * LB_MAX_PAIRS = 512 KiB.
  */
 #ifndef LB_ABI_H
 #define LB_ABI_H
@@ -37,6 +41,11 @@
 #endif
 #ifndef LB_MAX_REALS
 #define LB_MAX_REALS 4096
+#endif
+/* Ring slots and connection entries hold real indices; the data plane masks
+ * them with LB_MAX_REALS - 1 to index lb_vip_pairs without a bounds branch. */
+#if (LB_MAX_REALS & (LB_MAX_REALS - 1)) || LB_MAX_REALS < 2
+#error "LB_MAX_REALS must be a power of two"
 #endif
 #ifndef LB_RING_SIZE
 #define LB_RING_SIZE 65537 /* must be prime: Maglev needs it */
@@ -249,6 +258,29 @@ struct lb_stats {
 	__u64 bytes; /* L3 bytes of the inner packet as received */
 };
 
+/* ---- lb_vip_pairs: ARRAY[LB_MAX_VIPS] of struct lb_vip_pairs, by vip_num,
+ *      lb_pair_stats: PERCPU_ARRAY[LB_MAX_PAIRS] of struct lb_stats ----
+ * Per-(VIP, real) counters. Reals are shared between VIPs (one index per
+ * real address), so lb_real_stats cannot tell which VIP a real's packets
+ * came through. The control plane gives each (VIP, real) of a VIP's record
+ * a pair id (drained reals included: they still get connection-table
+ * packets) and writes it at pair[real index] of the VIP's row: before the
+ * ring that sends traffic to it, cleared only after no ring does. Pair 0 is
+ * "unattributed": a packet forwarded for a (VIP, real) without an id (a
+ * connection-table hit to a real no longer in that VIP, or a row not yet
+ * written after its map was re-created) counts there. The engine keeps the
+ * owner of each id in its own map, ctl_pair_owner (engine/balancer). */
+#ifndef LB_MAX_PAIRS
+#define LB_MAX_PAIRS 65536
+#endif
+#if LB_MAX_PAIRS > 65536 || LB_MAX_PAIRS < 2
+#error "LB_MAX_PAIRS must fit pair ids in 16 bits"
+#endif
+
+struct lb_vip_pairs {
+	__u16 pair[LB_MAX_REALS]; /* by real index; 0 = no pair id */
+};
+
 /* ---- lb_global: PERCPU_ARRAY[1] of struct lb_global_stats ----
  * Every packet the balancer sees lands in exactly one of pass/tx/drop;
  * the drop_* and other counters break those down. */
@@ -266,6 +298,11 @@ struct lb_global_stats {
 	__u64 drop_malformed;  /* truncated/inconsistent headers to a VIP address */
 	__u64 drop_no_real;    /* no ring, empty slot or unusable real */
 	__u64 drop_encap;      /* headroom unavailable (bpf_xdp_adjust_head) */
+	__u64 conn_evict;      /* a new flow replaced a valid entry of another
+				* 5-tuple (the set was full): that flow, if
+				* still alive, follows the ring from now on.
+				* Last: older readers of a shorter value keep
+				* their offsets. */
 };
 
 /* ---- decap ABI (owned by decap.c) begin ---- */

@@ -252,7 +252,7 @@ def _shipped():
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.backend import (  # noqa: F401
         addresses, backend_restore, backend_state, decap, doctor, metrics, netconf, probe, routes, tunnel)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.balancer import (  # noqa: F401
-        balancer, healthspec, healthstate, maglev, maglev_kernel, overlay, statefile, viprequest, vips, vipspec)
+        balancer, counters, healthspec, healthstate, maglev, maglev_kernel, overlay, statefile, viprequest, vips, vipspec)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import (  # noqa: F401
         abi, bpfmap, btf, decap_abi, hc, hc_abi, libbpf, program)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.bgp import bgpspec, bird, birdconf  # noqa: F401

@@ -104,8 +104,8 @@ vips:
     - VIPs sorted by address, port and protocol, each with C(key), C(address), C(port), C(protocol),
       C(flags), C(icmp_echo), C(vip_num), C(ring) (C(present), C(consistent)), C(stats)
       (C(packets), C(bytes)) and C(reals).
-    - Each real has C(address), C(weight), C(index), C(stats) (counters of the real over all its
-      VIPs) and, with O(ring_slots), C(ring_slots); with O(ring_slots) the VIP's C(ring) also has the C(id) of the
+    - Each real has C(address), C(weight), C(index), C(stats) (packets and bytes of this VIP sent
+      to this real: per-(VIP, real) counters, zero from the moment the real joined the VIP) and, with O(ring_slots), C(ring_slots); with O(ring_slots) the VIP's C(ring) also has the C(id) of the
       installed ring map (a swap installs a new one).
     - With O(health_state_file) or O(state_file), each real also has C(health) (C(state) C(up), C(down)
       or C(unknown); C(since), C(reason) and C(last), the last check's C(ok), C(at) and C(reason)) and
@@ -134,14 +134,28 @@ vips:
           health: {state: up, since: 1765000000.0, reason: connected in 0.4 ms,
                    last: {ok: true, at: 1765000001.0, reason: connected in 0.4 ms}}
 reals:
-  description: Every real in use, with C(index), C(address), C(vips) (keys of the VIPs using it) and C(stats).
+  description:
+    - Every real in use, with C(index), C(address), C(vips) (keys of the VIPs using it) and C(stats)
+      (the real's counters over all its VIPs).
   returned: when loaded
   type: list
   elements: dict
 global:
-  description: Global counters (C(pass), C(tx), C(drop) and the C(drop_*) breakdown, C(conn_hit), C(conn_miss), ...).
+  description:
+    - Global counters (C(pass), C(tx), C(drop) and the C(drop_*) breakdown, C(conn_hit), C(conn_miss),
+      C(conn_evict), ...).
+    - C(conn_evict) counts new flows that took the connection-table entry of another live flow
+      (its set was full); that flow follows its VIP's ring from then on.
   returned: when loaded and O(stats) is true
   type: dict
+unattributed:
+  description:
+    - Packets and bytes (C(packets), C(bytes)) forwarded for a (VIP, real) that has no per-(VIP, real)
+      counter, e.g. connection-table hits to a real removed from that VIP but still used by another, or
+      traffic between loading a balancer.o that adds these counters and the next VIP run.
+  returned: when loaded and O(stats) is true
+  type: dict
+  sample: {packets: 0, bytes: 0}
 limits:
   description: Map capacities and use (C(max_vips), C(max_reals), C(vips), C(reals), C(reals_freed), C(reals_never_used)).
   returned: when loaded

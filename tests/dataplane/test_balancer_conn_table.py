@@ -78,6 +78,27 @@ def test_a_full_set_gives_way_to_its_least_recently_used_flow(lb, fam):
     # The evicted flow follows the ring now, and is recorded again.
     res = lb.run(packet(fam, *flows[1], "A"))
     assert res.retval == XDP_TX and recorded(lb, fam, *flows[1]) == 2
+    # Two live flows lost their entry: the newcomer's, then flows[1]'s on its return (it took the
+    # entry of the least recently used flow again); filling empty entries evicted nobody.
+    s = lb.stats()
+    assert s["conn_evict"] == 2 and s["conn_miss"] == abi.CONN_WAYS + 2
+    assert s["tx"] + s["pass"] + s["drop"] == abi.CONN_WAYS + 3
+
+
+def test_a_flow_replacing_its_own_entry_is_no_eviction(lb, fam):
+    flows = flows_in_one_set(lb, fam, abi.CONN_WAYS)
+    for src, sport in flows:
+        assert lb.run(packet(fam, src, sport, "S")).retval == XDP_TX
+    # A full set: a repeated SYN (a new connection on the same 5-tuple) takes its own entry back,
+    # and a flow whose real was freed (its entry ignored) re-records in place: nobody is evicted.
+    assert lb.run(packet(fam, *flows[0], "S")).retval == XDP_TX
+    lb.free_real(1)
+    lb.set_real(2, FAMILIES[fam][3][2])
+    lb.set_ring(0, ring_of([2]))
+    assert lb.run(packet(fam, *flows[1], "A")).retval == XDP_TX
+    assert recorded(lb, fam, *flows[1]) == 2
+    s = lb.stats()
+    assert s["conn_evict"] == 0 and s["conn_miss"] == abi.CONN_WAYS + 2 and s["conn_hit"] == 0
 
 
 def test_a_flow_seen_again_keeps_its_entry(lb, fam):

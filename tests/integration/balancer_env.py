@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BPF_DIR = os.path.join(REPO, "files", "bpf")
 BALANCER_O = os.path.join(BPF_DIR, "balancer.o")
 PASS_O = os.path.join(BPF_DIR, "pass.o")
-PINS = balancer.BALANCER_MAPS + (balancer.CTL_VIP_REALS,)
+PINS = balancer.BALANCER_MAPS + balancer.PAIR_MAPS + (balancer.CTL_VIP_REALS, balancer.CTL_PAIR_OWNER)
 _count = itertools.count()
 
 
@@ -74,7 +74,7 @@ def dump(pin_root):
         with libbpf.Map.from_pin(path) as m:
             if name == abi.MAP_RINGS:
                 out[name] = [(i, _ring_digest(m, i)) for i in range(m.info["max_entries"])]
-            elif name in abi.CONN_MAPS + (abi.MAP_VIP_STATS, abi.MAP_REAL_STATS, abi.MAP_GLOBAL):
+            elif name in abi.CONN_MAPS + (abi.MAP_VIP_STATS, abi.MAP_REAL_STATS, abi.MAP_GLOBAL, abi.MAP_PAIR_STATS):
                 continue
             elif name == balancer.CTL_VIP_REALS:
                 # Entry 0 is the installed ring's map id: compared through the rings instead.

@@ -26,7 +26,7 @@ from ansible_collections.xdplb.katran.plugins.module_utils.engine.bpf import abi
 _SYSCTLS = ("rp_filter", "arp_ignore", "arp_announce")
 _PERCPU = {"percpu_hash", "percpu_array", "lru_percpu_hash"}
 # Traffic moves these (neighbour discovery on a veth is enough): recorded by existence only.
-_MOVING = set(abi.CONN_MAPS) | {abi.MAP_VIP_STATS, abi.MAP_REAL_STATS, abi.MAP_GLOBAL}
+_MOVING = set(abi.CONN_MAPS) | {abi.MAP_VIP_STATS, abi.MAP_REAL_STATS, abi.MAP_GLOBAL, abi.MAP_PAIR_STATS}
 
 
 def _bpftool(*args):

@@ -340,3 +340,62 @@ def test_bpf_map_by_btf_field_names_and_raw(lbns):
     assert not bpfmap.ensure(stats, [{"key": 4000, "value": {"packets": 7}}])["changed"]
     assert bpfmap.ensure(stats, [{"key": 4000}], state="absent")["changed"]
     assert not bpfmap.ensure(stats, [{"key": 4000}], state="absent")["changed"], "a zeroed array slot is absent"
+
+
+# balancer.o as released before the per-(VIP, real) counters (git show 235a993:files/bpf/balancer.o):
+# lb_global one counter shorter, no lb_vip_pairs / lb_pair_stats.
+BEFORE_PAIRS_O = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "balancer_before_pairs.o")
+
+
+def _syn_through(prog_id, sport):
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    pkt = Ether(src="02:00:00:00:00:c1") / IP(src="198.51.100.1", dst="192.0.2.10") / TCP(sport=sport, dport=80, flags="S")
+    fd = libbpf.prog_fd_by_id(prog_id)
+    try:
+        return libbpf.prog_test_run(fd, bytes(pkt)).retval
+    finally:
+        libbpf.close_fd(fd)
+
+
+def test_upgrade_to_per_pair_counters_keeps_vips_and_traffic(lbns):
+    pin = lbns.pin_root + "-upgrade"  # the fixture's pins are the new object's already
+    try:
+        _upgrade_to_pairs(lbns, pin)
+    finally:
+        if os.path.isdir(pin):
+            for name in os.listdir(pin):
+                os.unlink(os.path.join(pin, name))
+            os.rmdir(pin)
+
+
+def _upgrade_to_pairs(lbns, pin):
+    old = lbns.run(program.ensure, BEFORE_PAIRS_O, "lb0", pin_root=pin, force=True)
+    request = spec(vip(), vip(port=53, protocol="udp"))
+    lbns.run(vips.ensure, pin, request)
+    with balancer.Balancer(pin) as bal:
+        bal.write_config({"if_mac": "02:00:00:00:00:01", "gateway_mac": "02:00:00:00:00:fe", "source_v4": "10.255.0.1",
+                          "source_mode": "balancer", "max_packet_size": 0})
+    assert _syn_through(old["prog_id"], 1000) == libbpf.XDP_TX
+    before = logical(pin)
+
+    new = lbns.run(program.ensure, BALANCER_O, "lb0", pin_root=pin)
+    assert new["action"] == "replaced"
+    assert any(w.startswith("lb_global: layout changed") and "restart from zero" in w for w in new["warnings"]), \
+        new["warnings"]
+    assert {n for n, m in new["maps"].items() if not m["reused"]} == {abi.MAP_GLOBAL, abi.MAP_VIP_PAIRS,
+                                                                      abi.MAP_PAIR_STATS}
+    assert logical(pin) == before, "VIPs, reals and rings are kept"
+    # Traffic flows before the next VIP run, counted as unattributed until the rows are written.
+    assert _syn_through(new["prog_id"], 1001) == libbpf.XDP_TX
+    assert balancer.info(pin)["unattributed"]["packets"] == 1
+
+    res = lbns.run(vips.ensure, pin, request)
+    assert res["changed"] and any(x.startswith("2 VIPs (") for x in res["repairs"]), res["repairs"]
+    assert res["summary"]["unchanged"] == 2 and res["summary"]["rings_written"] == 0
+    assert _syn_through(new["prog_id"], 1002) == libbpf.XDP_TX
+    info = balancer.info(pin)
+    tcp = next(v for v in info["vips"] if v["key"] == "192.0.2.10:80/tcp")
+    assert sum(r["stats"]["packets"] for r in tcp["reals"]) == 1 and info["global"]["tx"] == 2
+    again = lbns.run(vips.ensure, pin, request)
+    assert not again["changed"] and again["repairs"] == []

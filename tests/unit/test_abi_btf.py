@@ -103,6 +103,8 @@ EXPECTED_MAPS = {
     abi.MAP_VIP_STATS: ("PERCPU_ARRAY", abi.MAX_VIPS, ("int", 4), "lb_stats"),
     abi.MAP_REAL_STATS: ("PERCPU_ARRAY", abi.MAX_REALS, ("int", 4), "lb_stats"),
     abi.MAP_GLOBAL: ("PERCPU_ARRAY", 1, ("int", 4), "lb_global_stats"),
+    abi.MAP_VIP_PAIRS: ("ARRAY", abi.MAX_VIPS, ("int", 4), "lb_vip_pairs"),
+    abi.MAP_PAIR_STATS: ("PERCPU_ARRAY", abi.MAX_PAIRS, ("int", 4), "lb_stats"),
 }
 
 

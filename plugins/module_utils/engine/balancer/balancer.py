@@ -12,6 +12,12 @@ connections finish) and reference counts readable from the kernel. A record is w
 map update after its ring, so a record whose ring id differs from the live slot means "the ring
 is not known to match: rebuild it".
 
+Per-(VIP, real) counters (lb_abi.h: lb_vip_pairs, lb_pair_stats): every real of a VIP's record
+(weight 0 included) has a pair id; ``ctl_pair_owner`` (ARRAY[max pairs], value two u32:
+vip_num + 1 and the real index, zero = free) says whose each id is, so allocation takes the
+lowest free id and a reader maps ids back to (VIP, real) with one batch read. A new VIP gets new
+ids (its number may have been another VIP's): counters never continue someone else's.
+
 Real indices (lb_reals):
   * index 0 is never used: a zeroed ring slot must mean "no backend";
   * a freed index keeps its address and gets family 0 (a tombstone): the data plane ignores
@@ -29,6 +35,12 @@ steps, which is how the tests interrupt it):
   (before new addresses) -> lb_vip_addrs -> for each added/changed VIP: new ring, then its
   record, then its lb_vip_table entry -> orphan rings/records -> unused addresses, final
   filter -> tombstones for reals nobody references.
+  Pair ids: those of removed VIPs (and of VIP numbers without a VIP) are cleared from their rows
+  and freed right after the removals (no ring sends them traffic any more); new ones get their
+  owner entry, then zeroed counters, then their place in the VIP's row, before the rings
+  (rows keep the ids of leaving reals meanwhile: the old ring may still send them packets);
+  after the rings, rows get their final content and the leaving ids are freed. A row that does
+  not match the owners (its map re-created by an upgrade, an interrupted run) is rewritten.
 """
 import array
 import collections
@@ -45,6 +57,13 @@ from ..errors import EngineError, show
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/xdplb"
 CTL_VIP_REALS = "ctl_vip_reals"
+CTL_PAIR_OWNER = "ctl_pair_owner"
+# Optional: maps pinned by an older balancer.o lack them (no per-(VIP, real) counters until the
+# new object is loaded; everything else works).
+PAIR_MAPS = (abi.MAP_VIP_PAIRS, abi.MAP_PAIR_STATS)
+# BPF_F_MMAPABLE: readers take ctl_pair_owner (512 KiB) as one memcpy; a batch lookup copies
+# entry by entry (~15 ms for 65536 here).
+OWNER_FLAGS = abi.RING_INNER_FLAGS
 BALANCER_MAPS = (abi.MAP_ADDR_FILTER, abi.MAP_VIP_ADDRS, abi.MAP_VIP_TABLE, abi.MAP_REALS, abi.MAP_RINGS,
                  abi.MAP_CONNS4, abi.MAP_CONNS, abi.MAP_CONFIG, abi.MAP_VIP_STATS, abi.MAP_REAL_STATS, abi.MAP_GLOBAL)
 _PROTO_NAMES = {num: name for name, num in abi.PROTOS.items()}
@@ -88,6 +107,13 @@ class Balancer:
                 self.maps[name] = libbpf.Map.from_pin(os.path.join(pin_root, name))
             ctl = os.path.join(pin_root, CTL_VIP_REALS)
             self.ctl = libbpf.Map.from_pin(ctl) if os.path.exists(ctl) else None
+            self.owner = None
+            self.pairs = all(os.path.exists(os.path.join(pin_root, n)) for n in PAIR_MAPS)
+            if self.pairs:
+                for name in PAIR_MAPS:
+                    self.maps[name] = libbpf.Map.from_pin(os.path.join(pin_root, name))
+                owner = os.path.join(pin_root, CTL_PAIR_OWNER)
+                self.owner = libbpf.Map.from_pin(owner) if os.path.exists(owner) else None
         except libbpf.BpfError as exc:
             self.close()
             bpf_fail("pin_root %s" % show(pin_root), exc)
@@ -100,9 +126,14 @@ class Balancer:
             # replaces it and every ring is rebuilt once.
             self.ctl.close()
             self.ctl = None
+        self.max_pairs = self.maps[abi.MAP_PAIR_STATS].info["max_entries"] if self.pairs else 0
+        if self.owner is not None and (self.owner.info["max_entries"], self.owner.value_size,
+                                       self.owner.info["map_flags"]) != (self.max_pairs, 8, OWNER_FLAGS):
+            self.owner.close()  # of another build, as ctl above: every VIP gets new ids once
+            self.owner = None
 
     def close(self):
-        for m in list(self.maps.values()) + [getattr(self, "ctl", None)]:
+        for m in list(self.maps.values()) + [getattr(self, "ctl", None), getattr(self, "owner", None)]:
             if m is not None:
                 m.close()
         self.maps = {}
@@ -132,6 +163,17 @@ class Balancer:
             libbpf.obj_pin(m.fd, path)
             self.ctl = m
         return self.ctl
+
+    def ensure_owner(self):
+        if self.owner is None:
+            path = os.path.join(self.pin_root, CTL_PAIR_OWNER)
+            m = libbpf.Map.create(libbpf.BPF_MAP_TYPE_ARRAY, 4, 8, self.max_pairs, name=CTL_PAIR_OWNER,
+                                  map_flags=OWNER_FLAGS)
+            if os.path.exists(path):
+                os.unlink(path)
+            libbpf.obj_pin(m.fd, path)
+            self.owner = m
+        return self.owner
 
     # ------------------------------------------------------------------ reading
     def read(self):
@@ -195,6 +237,18 @@ class State:
                 rec = values[i * size:(i + 1) * size]
                 if rec != empty:
                     self.records[struct.unpack_from("=I", keys, i * 4)[0]] = rec
+        self.pair_owner = {}  # pair id -> (vip_num, real index)
+        self.pair_rows = {}   # vip_num -> its lb_vip_pairs row (bytes), rows that are not all zero
+        if bal.pairs:
+            self.pair_owner = read_owners(bal.owner)
+            m = bal.maps[abi.MAP_VIP_PAIRS]
+            keys, values = m.lookup_batch(chunk=64, raw=True)
+            size = m.value_size
+            empty = bytes(size)
+            for i in range(len(keys) // 4):
+                row = values[i * size:(i + 1) * size]
+                if row != empty:
+                    self.pair_rows[struct.unpack_from("=I", keys, i * 4)[0]] = row
 
     def _read_reals(self, m):
         keys, values = m.lookup_batch(chunk=min(m.info["max_entries"], 8192), raw=True)
@@ -229,27 +283,9 @@ class State:
         self.never.sort()
 
     def _read_vips(self, m):
-        self.vips = {}
         self.table_size = m.info["max_entries"]
-        self.table_used = {}  # slot -> VIP name
         blob = m.lookup_batch(chunk=min(self.table_size, 8192), raw=True)[1]
-        size = len(bytes(abi.LbVipEntry()))
-        zero = bytes(size)
-        entries = []
-        for slot in range(len(blob) // size):
-            raw = blob[slot * size:(slot + 1) * size]
-            if raw == zero:
-                continue
-            e = abi.LbVipEntry.from_bytes(raw)
-            if bytes(abi.vip_entry(e.key, e.meta)) == raw:  # the data plane's validity check
-                entries.append((slot, e.key, e.meta))
-        for slot, key, meta in entries:
-            addr = _ip_text(key.addr, key.family)
-            proto = _PROTO_NAMES.get(key.proto, str(key.proto))
-            name = vipspec.key_text(addr, key.port_num, proto)
-            self.table_used[slot] = name
-            self.vips[name] = {"key": name, "address": addr, "port": key.port_num, "protocol": proto,
-                               "vip_num": meta.vip_num, "flags": meta.flags}
+        self.vips, self.table_used = decode_vips(blob)
 
     # ------------------------------------------------------------ decoded views
     def _decode(self, rec):
@@ -303,6 +339,46 @@ class State:
         if vip_num in self.records:
             return set(self.record(vip_num)[1])
         return {i for i in (self.ring(vip_num) or ()) if i} if vip_num in self.ring_ids else set()
+
+
+def decode_vips(blob):
+    """({name: VIP dict}, {slot: name}) of lb_vip_table's values back to back (valid slots only)."""
+    vips, used = {}, {}
+    size = len(bytes(abi.LbVipEntry()))
+    zero = bytes(size)
+    for slot in range(len(blob) // size):
+        raw = blob[slot * size:(slot + 1) * size]
+        if raw == zero:
+            continue
+        e = abi.LbVipEntry.from_bytes(raw)
+        if bytes(abi.vip_entry(e.key, e.meta)) != raw:  # the data plane's validity check
+            continue
+        key, meta = e.key, e.meta
+        addr = _ip_text(key.addr, key.family)
+        proto = _PROTO_NAMES.get(key.proto, str(key.proto))
+        name = vipspec.key_text(addr, key.port_num, proto)
+        used[slot] = name
+        vips[name] = {"key": name, "address": addr, "port": key.port_num, "protocol": proto,
+                      "vip_num": meta.vip_num, "flags": meta.flags}
+    return vips, used
+
+
+def owner_words(owner_map):
+    """ctl_pair_owner's values as bytes (two u32 per pair id), through its mmap."""
+    mm = owner_map.mmap()
+    try:
+        return mm[:8 * owner_map.info["max_entries"]]
+    finally:
+        mm.close()
+
+
+def read_owners(owner_map):
+    """{pair id: (vip_num, real index)} of ctl_pair_owner (None: no map yet, no owners)."""
+    if owner_map is None:
+        return {}
+    words = array.array("I", owner_words(owner_map))
+    nums = words[0::2]
+    return {pid: (nums[pid] - 1, words[2 * pid + 1]) for pid in itertools.compress(range(len(nums)), nums)}
 
 
 def is_loaded(pin_root):
@@ -417,22 +493,15 @@ def ensure_config(pin_root, req, check_mode=False, timeout=3.0, resolved=None):
 
 
 # ------------------------------------------------------------------ read-only view (lb_info, CLI)
-def _sum_stats(m, cls=abi.LbStats):
-    """{index: {packets, bytes}} of a per-CPU stats array, summed over CPUs, in one batch read."""
-    keys, values = m.lookup_batch(raw=True)
-    ncpu = libbpf.num_possible_cpus()
-    per = ((m.value_size + 7) // 8) * 8
-    out = {}
-    names = [field[0] for field in cls._fields_]
-    for i in range(len(keys) // 4):
-        idx = struct.unpack_from("=I", keys, i * 4)[0]
-        base = i * per * ncpu
-        total = [0] * len(names)
-        for c in range(ncpu):
-            vals = struct.unpack_from("=%dQ" % len(names), values, base + c * per)
-            total = [a + b for a, b in zip(total, vals)]
-        out[idx] = dict(zip(names, total))
-    return out
+def _sum_stats(m):
+    """[(packets, bytes)] by index of a per-CPU lb_stats array, summed over CPUs, in one batch read."""
+    values = m.lookup_batch(raw=True)[1]
+    return list(zip(*abi.sum_percpu(values, 2, libbpf.num_possible_cpus())))
+
+
+def _stat(table, i):
+    p, b = table[i] if i is not None and 0 <= i < len(table) else (0, 0)
+    return {"packets": p, "bytes": b}
 
 
 def info(pin_root=DEFAULT_PIN_ROOT, stats=True, ring_slots=False):
@@ -446,8 +515,10 @@ def info(pin_root=DEFAULT_PIN_ROOT, stats=True, ring_slots=False):
 
 def _info(bal, stats, ring_slots):
     st = bal.read()
-    vip_stats = _sum_stats(bal.maps[abi.MAP_VIP_STATS]) if stats else {}
-    real_stats = _sum_stats(bal.maps[abi.MAP_REAL_STATS]) if stats else {}
+    vip_stats = _sum_stats(bal.maps[abi.MAP_VIP_STATS]) if stats else []
+    real_stats = _sum_stats(bal.maps[abi.MAP_REAL_STATS]) if stats else []
+    # Per (VIP, real): the id in the VIP's lb_vip_pairs row is where the data plane counts.
+    pair_stats = _sum_stats(bal.maps[abi.MAP_PAIR_STATS]) if stats and bal.pairs else []
     users = {}
     vips = []
 
@@ -462,6 +533,7 @@ def _info(bal, stats, ring_slots):
         record = st.record(num)[1]
         by_addr = {st.real_addr.get(i): i for i in record}
         counts = collections.Counter(st.ring(num) or ()) if ring_slots and num in st.ring_ids else {}
+        row = array.array("H", st.pair_rows[num]) if num in st.pair_rows else None
         reals = []
         for r in spec["reals"]:
             idx = by_addr.get(r["address"])
@@ -470,7 +542,7 @@ def _info(bal, stats, ring_slots):
             if ring_slots:
                 entry["ring_slots"] = counts.get(idx, 0)
             if stats:
-                entry["stats"] = real_stats.get(idx, {"packets": 0, "bytes": 0})
+                entry["stats"] = _stat(pair_stats, row[idx] if row is not None and idx is not None else None)
             reals.append(entry)
         item = {"key": name, "address": v["address"], "port": v["port"], "protocol": v["protocol"],
                 "flags": spec["flags"], "icmp_echo": spec["icmp_echo"], "vip_num": num,
@@ -479,17 +551,20 @@ def _info(bal, stats, ring_slots):
             # A swap installs a new map: a changed id means the ring was rewritten.
             item["ring"]["id"] = st.ring_ids.get(num)
         if stats:
-            item["stats"] = vip_stats.get(num, {"packets": 0, "bytes": 0})
+            item["stats"] = _stat(vip_stats, num)
         vips.append(item)
     reals = []
     for addr, idx in sorted(st.live.items(), key=lambda kv: kv[1]):
         entry = {"index": idx, "address": addr, "vips": users.get(idx, [])}
         if stats:
-            entry["stats"] = real_stats.get(idx, {"packets": 0, "bytes": 0})
+            entry["stats"] = _stat(real_stats, idx)
         reals.append(entry)
     out = {"pin_root": bal.pin_root, "config": bal.read_config(), "vips": vips, "reals": reals,
            "limits": {"max_vips": bal.max_vips, "max_reals": bal.max_reals - 1, "vips": len(vips),
                       "reals": len(reals), "reals_freed": len(st.tomb), "reals_never_used": len(st.never)}}
     if stats:
         out["global"] = abi.global_stats(bal.maps[abi.MAP_GLOBAL])
+        # Pair id 0: packets of a (VIP, real) without an id (lb_abi.h), e.g. connection-table hits
+        # to a real removed from that VIP.
+        out["unattributed"] = _stat(pair_stats, 0)
     return out

@@ -104,10 +104,21 @@ class Plan:
         self.before, self.after = {}, {}
         self.warnings, self.repairs = [], []
         self.counts = {}
+        # Pair ids (balancer.py): owner entries to write {id: (vip_num, real index)}, rows to write
+        # before and after the rings {vip_num: array('H')}, ids to free before and after them.
+        self.pair_new = {}
+        self.rows_pre, self.rows_post = {}, {}
+        self.pairs_free_early, self.pairs_free_late = [], []
+        self.rows_clear = []       # vip_nums whose rows are zeroed with the early frees
+
+    @property
+    def pairs_changed(self):
+        return bool(self.pair_new or self.rows_pre or self.rows_post or self.rows_clear or self.pairs_free_early
+                    or self.pairs_free_late)
 
     @property
     def changed(self):
-        return bool(self.new_reals or self.free_reals or self.filter_pre is not None
+        return bool(self.pairs_changed or self.new_reals or self.free_reals or self.filter_pre is not None
                     or self.filter_post is not None or self.addr_writes or self.addr_deletes
                     or any(u["write"] for u in self.upserts) or self.removals or self.orphans)
 
@@ -265,6 +276,10 @@ def plan(bal, state, desired, remove=(), purge=False, ring_size=None, want_diff=
         p.before[k], p.after[k] = _diff_view(before), None
     final_nums = set(nums.values()) | {cur[k]["vip_num"] for k in kept}
     p.orphans = sorted((set(state.ring_ids) | set(state.records)) - final_nums - gone)
+    if bal.pairs:
+        members = {cur[k]["vip_num"]: state.referenced(cur[k]["vip_num"]) for k in kept}
+        members.update((u["vip_num"], u["members"]) for u in p.upserts)
+        _plan_pairs(p, bal, state, members, {u["vip_num"] for u in p.upserts if u["new"]})
     _repairs(p, bal, state, removed)
     _count(p, size)
     return p
@@ -325,6 +340,89 @@ def _repairs(p, bal, state, removed):
                        "freed" % (p.free_reals[idx], idx))
 
 
+def _plan_pairs(p, bal, state, members, new_nums):
+    """Pair ids for `members` ({vip_num: real indices} of every VIP after this run; `new_nums`: VIPs
+    that are new, whose numbers' old ids are never kept), in balancer.py's write order."""
+    owners = state.pair_owner
+    live_nums = {v["vip_num"] for v in state.vips.values()}
+    have, early, late = {}, [], []
+    for pid in sorted(owners):
+        num, idx = owners[pid]
+        if num not in live_nums or num in new_nums or num not in members:
+            early.append(pid)   # no VIP (any more) at that number: nothing sends it traffic
+        elif (num, idx) in have or idx not in members[num]:
+            late.append(pid)    # a real leaving its VIP (or a duplicate): freed after the ring
+        else:
+            have[(num, idx)] = pid
+    free = (i for i in range(1, bal.max_pairs) if i not in owners)
+    want = [(num, idx) for num in sorted(members) for idx in sorted(members[num]) if (num, idx) not in have]
+    for key in want:
+        pid = next(free, None)
+        if pid is None:
+            _fail("vips", len(have) + len(want), "%d (VIP, real) pairs exceed the %d counter ids of the "
+                  "balancer (LB_MAX_PAIRS - 1; ids of reals leaving VIPs are free only after this run)"
+                  % (len(have) + len(want), bal.max_pairs - 1))
+        have[key] = pid
+        p.pair_new[pid] = key
+    final = {}
+    for (num, idx), pid in have.items():
+        final.setdefault(num, array.array("H", bytes(2 * bal.max_reals)))[idx] = pid
+    leaving = {}
+    for pid in late:
+        num, idx = owners[pid]
+        leaving.setdefault(num, []).append((idx, pid))
+    rows = state.pair_rows
+    empty = bytes(2 * bal.max_reals)
+    refs = {}
+
+    def referenced(num):
+        if num not in refs:
+            refs[num] = state.referenced(num) if num in live_nums else set()
+        return refs[num]
+
+    stale = []
+    for num, row in final.items():
+        cur = rows.get(num, empty)
+        pre = row
+        if leaving.get(num):
+            # The old ring still sends packets to leaving reals until the new one is in.
+            old = array.array("H", cur)
+            pre = array.array("H", row)
+            for idx, pid in leaving[num]:
+                if old[idx] == pid:
+                    pre[idx] = pid
+        if pre.tobytes() != cur:
+            p.rows_pre[num] = pre
+        if pre is not row and pre != row:
+            p.rows_post[num] = row
+        if num not in new_nums:
+            old = array.array("H", cur)
+            if any(old[i] != have[(num, i)] or have[(num, i)] in p.pair_new
+                   for i in referenced(num) if (num, i) in have):
+                stale.append(num)
+    p.rows_clear = sorted(n for n in rows if n not in final)
+    p.pairs_free_early, p.pairs_free_late = early, late
+    # What an earlier run (or an upgrade) left: ids missing from the rows of VIPs in place.
+    names = {v["vip_num"]: k for k, v in state.vips.items()}
+    if stale:
+        shown = ", ".join(names[n] for n in stale[:3]) + (", ..." if len(stale) > 3 else "")
+        p.repairs.append("%d VIPs (%s) had per-real counter ids missing from lb_vip_pairs or ctl_pair_owner "
+                         "(a balancer.o that adds them, maps re-created, or an interrupted run): written; "
+                         "their per-real counters start from zero" % (len(stale), shown))
+    orphan = [pid for pid in early if owners[pid][0] not in live_nums]
+    if orphan:
+        p.repairs.append("%d counter ids belonged to VIP numbers without a VIP (an interrupted run): freed"
+                         % len(orphan))
+    strays = [pid for pid in late if owners[pid][1] not in referenced(owners[pid][0])]
+    if strays:
+        p.repairs.append("%d counter ids belonged to reals no longer in their VIP (an interrupted run): freed"
+                         % len(strays))
+    cleared = [n for n in p.rows_clear if n not in live_nums]
+    if cleared:
+        p.repairs.append("lb_vip_pairs had rows for %d VIP numbers without a VIP (an interrupted run): cleared"
+                         % len(cleared))
+
+
 def _check_table(state, removed, desired):
     """Fail before any write when a new VIP would find its probe window in lb_vip_table full."""
     used = {slot for slot, name in state.table_used.items() if name not in removed}
@@ -365,6 +463,7 @@ def _plan_upserts(p, bal, state, desired, index, nums, size, want_diff, check_mo
         meta = flags if c is None or c["flags"] != flags else None
         addr_changed = v["address"] in p.addr_writes
         u = {"key": k, "vip": v, "vip_num": num, "new": c is None, "meta": meta, "record": rec,
+             "members": {index[r["address"]] for r in v["reals"]},
              "ring": None, "ring_written": False, "need_ring": need_ring, "write": need_ring or meta is not None}
         p.upserts.append(u)
         if need_ring and c is None and check_mode:
@@ -457,6 +556,7 @@ def _count(p, size):
         "rings_written": sum(1 for u in p.upserts if u["ring_written"]),
         "ring_slots_changed": sum(c["ring_slots_changed"] for c in p.changes),
         "reals_allocated": len(p.new_reals), "reals_freed": len(p.free_reals),
+        "pairs_allocated": len(p.pair_new), "pairs_freed": len(p.pairs_free_early) + len(p.pairs_free_late),
         "ring_size": size,
     }
 
@@ -474,6 +574,9 @@ def apply(bal, p, on_step=None):
             abi.ring_remove(m[abi.MAP_RINGS], v["vip_num"])
             ctl.update(_u32(v["vip_num"]), bytes(ctl.value_size))
             step("drop ring %s" % v["key"])
+        if p.pairs_changed:
+            _write_pairs_early(bal, p)
+            step("pairs")
         for idx in sorted(p.new_reals):
             m[abi.MAP_REALS].update(_u32(idx), bytes(abi.real(p.new_reals[idx])))
             if idx in p.reset_real_stats:
@@ -495,6 +598,10 @@ def apply(bal, p, on_step=None):
         for num in p.orphans:
             abi.ring_remove(m[abi.MAP_RINGS], num)
             ctl.update(_u32(num), bytes(ctl.value_size))
+        if p.rows_post or p.pairs_free_late:
+            _write_rows(bal, p.rows_post)
+            _free_pairs(bal, p.pairs_free_late)
+            step("pairs freed")
         for addr in p.addr_deletes:
             m[abi.MAP_VIP_ADDRS].delete(bytes(abi.addr_key(addr)))
         if p.filter_post is not None:
@@ -506,6 +613,34 @@ def apply(bal, p, on_step=None):
         step("reals freed")
     except libbpf.BpfError as exc:
         bpf_fail("writing the balancer maps under %s" % bal.pin_root, exc)
+
+
+def _write_rows(bal, rows):
+    if rows:
+        nums = sorted(rows)
+        bal.maps[abi.MAP_VIP_PAIRS].update_batch(array.array("I", nums).tobytes(),
+                                                 b"".join(rows[n].tobytes() for n in nums))
+
+
+def _free_pairs(bal, pids):
+    if pids:
+        bal.owner.update_batch(array.array("I", sorted(pids)).tobytes(), bytes(8 * len(pids)))
+
+
+def _write_pairs_early(bal, p):
+    """Pair ids before the rings (balancer.py's order): rows of VIPs gone cleared and their ids
+    freed; new ids owned, their counters zeroed, then placed in their rows."""
+    owner = bal.ensure_owner()
+    _write_rows(bal, {n: array.array("H", bytes(2 * bal.max_reals)) for n in p.rows_clear})
+    _free_pairs(bal, p.pairs_free_early)
+    if p.pair_new:
+        pids = sorted(p.pair_new)
+        keys = array.array("I", pids).tobytes()
+        owner.update_batch(keys, array.array("I", [w for pid in pids for w in (p.pair_new[pid][0] + 1,
+                                                                                p.pair_new[pid][1])]).tobytes())
+        stats = bal.maps[abi.MAP_PAIR_STATS]
+        stats.update_batch(keys, bytes(stats._value_len() * len(pids)))
+    _write_rows(bal, p.rows_pre)
 
 
 def _install_rings(bal, upserts):

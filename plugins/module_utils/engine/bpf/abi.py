@@ -14,7 +14,8 @@ Constants: MAX_VIPS, MAX_REALS, RING_SIZE, CONN_TABLE_SIZE (build defaults; the 
 object's map max_entries are authoritative), FAMILY_*, ADDR_F_*, VIP_F_*, CFG_F_*,
 MAP_* (map names), PROG_BALANCER, OBJECT_BALANCER.
 Structs (ctypes; bytes(s) is the map key/value): LbAddr, LbAddrMeta, LbVipKey, LbVipMeta, LbVipEntry,
-LbReal, LbFlow, LbFlow4, LbConn4, LbConn6, LbConnSet4, LbConnSet6, LbConfig, LbStats, LbGlobalStats;
+LbReal, LbFlow, LbFlow4, LbConn4, LbConn6, LbConnSet4, LbConnSet6, LbConfig, LbStats, LbGlobalStats,
+LbVipPairs;
 STRUCTS maps C name -> class.
 Builders: ip_bytes(ip) -> (16 bytes, family), addr_key(ip), vip_key(ip, port, proto), vip_meta(num, flags), real(ip),
 conn_key(src, dst, sport, dport, proto) -> (MAP_CONNS4 | MAP_CONNS, key), config(if_mac, gw_mac, ...).
@@ -29,7 +30,7 @@ Address filter: addr_filter_sync(filter_map, addresses) rewrites the bitmap for 
 VIP addresses (call it with the new set BEFORE adding VIPs on a new address, and AFTER removing
 the last VIP of an address); addr_filter_bit(ip) -> (word, bit).
 Readers (per-CPU values summed): read_stats(map, key_index, cls=LbStats) -> dict,
-global_stats(map) -> dict.
+global_stats(map) -> dict, sum_percpu(blob, fields, ncpu) -> [array per field] of a batch read.
 Rings: ring_replace(rings_map, vip_num, ring, on_step=None) swaps in a new ring atomically (or
 ring_new(ring) for each, then rings_install(rings_map, {vip_num: inner}) for many in one batch);
 ring_read(rings_map, vip_num) -> list | None; ring_read_slots(rings_map, vip_num) -> bytes | None
@@ -41,6 +42,7 @@ import array
 import ctypes
 import errno
 import ipaddress
+import operator
 import socket
 import struct
 
@@ -62,6 +64,7 @@ VIP_TABLE_SHIFT = 11
 VIP_TABLE_SIZE = 1 << VIP_TABLE_SHIFT
 VIP_PROBES = 4
 VIP_ENTRY_MAGIC = 0x5649504B
+MAX_PAIRS = 65536  # pair ids are 16 bits; 0 is "unattributed"
 
 FAMILY_V4 = 4
 FAMILY_V6 = 6
@@ -90,6 +93,8 @@ MAP_CONFIG = "lb_config"
 MAP_VIP_STATS = "lb_vip_stats"
 MAP_REAL_STATS = "lb_real_stats"
 MAP_GLOBAL = "lb_global"
+MAP_VIP_PAIRS = "lb_vip_pairs"    # by vip_num: LbVipPairs (pair id per real index)
+MAP_PAIR_STATS = "lb_pair_stats"  # by pair id: LbStats per CPU
 
 PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 
@@ -244,12 +249,17 @@ class LbGlobalStats(_Struct):
     _fields_ = [(n, _u64) for n in (
         "pass", "tx", "drop", "conn_hit", "conn_miss", "icmp_echo", "icmp_too_big",
         "drop_ip_options", "drop_fragment", "drop_too_big", "drop_malformed", "drop_no_real",
-        "drop_encap")]
+        "drop_encap", "conn_evict")]
+
+
+class LbVipPairs(_Struct):
+    _c_name_ = "lb_vip_pairs"
+    _fields_ = [("pair", ctypes.c_uint16 * MAX_REALS)]
 
 
 STRUCTS = {cls._c_name_: cls for cls in (LbAddr, LbAddrMeta, LbVipKey, LbVipMeta, LbVipEntry, LbReal, LbFlow,
                                          LbFlow4, LbConn4, LbConn6, LbConnSet4, LbConnSet6, LbConfig, LbStats,
-                                         LbGlobalStats)}
+                                         LbGlobalStats, LbVipPairs)}
 
 
 # ---------------------------------------------------------------- builders
@@ -522,6 +532,20 @@ def read_stats(stats_map, index, cls=LbStats):
 
 def global_stats(global_map):
     return read_stats(global_map, 0, LbGlobalStats)
+
+
+def sum_percpu(blob, fields, ncpu):
+    """[array('Q') per field] of a per-CPU array's batch-read values (`fields` u64 per CPU, CPUs
+    back to back per entry), summed over CPUs: whole-array slices, no Python loop per entry."""
+    a = array.array("Q", blob)
+    stride = fields * ncpu
+    out = []
+    for f in range(fields):
+        acc = a[f::stride]
+        for c in range(1, ncpu):
+            acc = array.array("Q", map(operator.add, acc, a[f + c * fields::stride]))
+        out.append(acc)
+    return out
 
 
 # ---------------------------------------------------------------- rings

@@ -655,10 +655,12 @@ class Map:
             for i in range(n):
                 self.update(kblob[i * self.key_size:(i + 1) * self.key_size], vblob[i * vlen:(i + 1) * vlen], flags)
 
-    def lookup_batch(self, chunk=8192, raw=False):
+    def lookup_batch(self, chunk=8192, raw=False, limit=None):
         """All (key, value) pairs in as few syscalls as possible; falls back to keys()/lookup().
 
-        raw=True returns (keys_blob, values_blob) instead, entries back to back.
+        raw=True returns (keys_blob, values_blob) instead, entries back to back. limit: stop after
+        about that many entries (whole chunks; the kernel copies each entry on its own, so an
+        array read only as far as it is used is that much faster).
         """
         vlen = self._value_len()
         keys, values = [], []
@@ -681,7 +683,9 @@ class Map:
                 raise BpfError("lookup_batch %s" % self.info["name"], err, _L().take_log())
             keys.append(kbuf.raw[:count.value * self.key_size])
             values.append(vbuf.raw[:count.value * vlen])
-            if err == _errno.ENOENT:
+            if limit is not None:
+                limit -= count.value
+            if err == _errno.ENOENT or (limit is not None and limit <= 0):
                 break
             in_b = ctypes.create_string_buffer(out_b.raw, len(out_b.raw))
         kblob, vblob = b"".join(keys), b"".join(values)

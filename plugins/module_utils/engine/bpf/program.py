@@ -3,8 +3,9 @@
 * Pinning: libbpf reuses maps already pinned under the pin root (LIBBPF_PIN_BY_NAME), so a
   reload or an upgrade keeps VIPs, reals, rings and connections; the pin root is created 0700.
   A map whose layout the new object changed cannot be reused: the connection tables (flow state
-  the data plane writes for itself) are then replaced by empty ones, with a warning; any other
-  map refuses the load, since it holds configuration only the control plane can rebuild.
+  the data plane writes for itself) and the counters are then replaced by empty ones, with a
+  warning; any other map refuses the load, since it holds configuration only the control plane
+  can rebuild (lb_vip_pairs, new in an upgrade, is rewritten by the next VIP run).
 * Idempotence: the kernel's program tag is a hash of the instructions with map references left
   out, so "same tag, and the attached program uses the maps pinned under the pin root" means the
   running program is the one asked for: nothing to do. force=True reloads anyway.
@@ -31,6 +32,10 @@ _ELF = b"\x7fELF"
 # Established flows lose their entries with the table, and follow the ring instead: the same
 # real as long as the VIP's ring has not changed since the flow started.
 REBUILDABLE_MAPS = abi.CONN_MAPS
+# Counters restart from zero (lb_global grew conn_evict, for one): Prometheus takes a counter that
+# goes down for a reset, and nothing else reads them.
+STATS_MAPS = (abi.MAP_GLOBAL, abi.MAP_VIP_STATS, abi.MAP_REAL_STATS, abi.MAP_PAIR_STATS)
+REBUILDABLE_MAPS = REBUILDABLE_MAPS + STATS_MAPS
 
 
 def _bpf(field, what, exc):
@@ -230,10 +235,18 @@ def ensure(object_path, interface, mode="auto", pin_root=DEFAULT_PIN_ROOT, progr
     if outdated:
         res["changed"] = True
         res["actions"].append("re-created with the new layout: %s" % ", ".join(outdated))
-        res["warnings"].append(
-            "%s: layout changed in %s, %s by an empty table; established flows follow their VIP's "
-            "ring (the same real unless the ring changed since they started)"
-            % (", ".join(outdated), object_path, "would be replaced" if check_mode else "replaced"))
+        verb = "would be replaced" if check_mode else "replaced"
+        conns = [n for n in outdated if n in abi.CONN_MAPS]
+        counters = [n for n in outdated if n in STATS_MAPS]
+        if conns:
+            res["warnings"].append(
+                "%s: layout changed in %s, %s by an empty table; established flows follow their VIP's "
+                "ring (the same real unless the ring changed since they started)"
+                % (", ".join(conns), object_path, verb))
+        if counters:
+            res["warnings"].append(
+                "%s: layout changed in %s, %s by empty counters: they restart from zero (a counter "
+                "reset to Prometheus)" % (", ".join(counters), object_path, verb))
     try:
         fd = obj.program_fd(name)
         info = libbpf.prog_info(fd)
