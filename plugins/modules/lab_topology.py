@@ -25,6 +25,12 @@ description:
     and IPv6, BFD 100 ms x 3, ECMP over up to 8 balancers), accepting only routes within
     O(vip_prefix4)/O(vip_prefix6) and announcing nothing. A changed configuration restarts it;
     O(routing=static) stops it and puts the static routes back.
+  - With O(prometheus=true) the router also runs Prometheus in its namespace (never in the controller's
+    own), its files under C(<state_root>/<router>/prometheus), listening on the router's address facing
+    the client, port O(prometheus_port). It scrapes every balancer (job C(xdplb_balancer), port 9437) and
+    backend (job C(xdplb_backend), port 9438) at its lab IPv4 address every second, label C(instance) the
+    lab host name, and evaluates O(prometheus_rule_files) every second. The task returns when its
+    C(/-/ready) answers. A changed configuration or rule file restarts it; O(prometheus=false) stops it.
   - "Runs on the controller as root (C(connection: local))."
 author:
   - xdplb.katran developers (@xdplb)
@@ -97,6 +103,19 @@ options:
     description: AS number the router expects from every balancer with O(routing=bgp).
     type: int
     default: 65010
+  prometheus:
+    description: Whether the router runs the lab's Prometheus. Needs O(state_root) and C(prometheus) on the controller.
+    type: bool
+    default: false
+  prometheus_port:
+    description: Port of the lab's Prometheus on the router's client-facing address.
+    type: int
+    default: 9090
+  prometheus_rule_files:
+    description: Rule files the lab's Prometheus loads (copied into its directory).
+    type: list
+    elements: path
+    default: []
   host_dirs:
     description:
       - Directories holding one sub-directory per lab host (state files, BPF pins); with
@@ -166,11 +185,17 @@ vtysh:
   type: list
   elements: str
   sample: [vtysh, --vty_socket, /run/xdplb-lab/xkt-router/frr]
+prometheus_url:
+  description: Base URL of the lab's Prometheus, reachable from the router and the client namespaces.
+  returned: when O(state=present) and O(prometheus=true)
+  type: str
+  sample: http://10.10.1.1:9090
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import lab as lab_engine
+from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import labmonitor
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import labrouting
 from ansible_collections.xdplb.katran.plugins.module_utils.engine.errors import EngineError
 
@@ -191,9 +216,13 @@ def main():
             state_root=dict(type="path"),
             router_as=dict(type="int", default=labrouting.ROUTER_AS),
             balancer_as=dict(type="int", default=labrouting.BALANCER_AS),
+            prometheus=dict(type="bool", default=False),
+            prometheus_port=dict(type="int", default=labmonitor.PORT),
+            prometheus_rule_files=dict(type="list", elements="path", default=[]),
             host_dirs=dict(type="list", elements="path", default=[]),
         ),
-        required_if=[("state", "present", ["xdp_pass_object"]), ("routing", "bgp", ["state_root"])],
+        required_if=[("state", "present", ["xdp_pass_object"]), ("routing", "bgp", ["state_root"]),
+                     ("prometheus", True, ["state_root"])],
         supports_check_mode=True,
     )
     params = module.params
@@ -204,12 +233,15 @@ def main():
         lab = lab_engine.plan(params["prefix"], params["balancers"], params["backends"], params["fabric_mtu"],
                               params["client_mtu"], params["vip_prefix4"], params["vip_prefix6"])
         changes = lab_engine.present(lab, params["xdp_pass_object"], module.check_mode, params["routing"],
-                                     params["state_root"], params["router_as"], params["balancer_as"])
+                                     params["state_root"], params["router_as"], params["balancer_as"],
+                                     params["prometheus"], params["prometheus_port"], params["prometheus_rule_files"])
     except EngineError as exc:
         module.fail_json(msg=exc.msg, field=exc.field)
     extra = {}
     if params["routing"] == "bgp":
         extra["vtysh"] = labrouting.vtysh_argv(labrouting.frr_dir(params["state_root"], lab["router"]))
+    if params["prometheus"]:
+        extra["prometheus_url"] = labmonitor.url(lab, params["prometheus_port"])
     module.exit_json(changed=bool(changes), changes=changes, lab=lab, **extra)
 
 

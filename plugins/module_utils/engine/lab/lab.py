@@ -20,7 +20,7 @@ import shutil
 import subprocess
 
 from ..errors import EngineError
-from . import labrouting, procs
+from . import labmonitor, labrouting, procs
 
 FABRIC_MTU = 1600
 CLIENT_MTU = 1500
@@ -197,18 +197,24 @@ def _no_route(run, netns, family, dest):
 
 
 def present(lab, xdp_pass_object, check_mode=False, routing="static", state_root=None,
-            router_as=labrouting.ROUTER_AS, balancer_as=labrouting.BALANCER_AS):
+            router_as=labrouting.ROUTER_AS, balancer_as=labrouting.BALANCER_AS,
+            prometheus=False, prometheus_port=labmonitor.PORT, prometheus_rule_files=()):
     """Create or repair the lab. Returns the list of changes (descriptions).
 
     routing static: the router has ECMP routes of the VIP prefixes over every balancer. routing
     bgp: it has none of its own; FRR learns the VIPs from the balancers (labrouting), its files
-    under state_root/<router>/frr."""
+    under state_root/<router>/frr. prometheus: the router runs a Prometheus that scrapes every
+    balancer and backend (labmonitor), its files under state_root/<router>/prometheus."""
     if routing not in ROUTINGS:
         raise EngineError(f"routing: '{routing}' must be one of {', '.join(ROUTINGS)}", field="routing", value=routing)
     if routing == "bgp" and not state_root:
         raise EngineError("state_root: routing bgp needs a directory for the router's FRR files", field="state_root")
     if routing == "bgp":
         labrouting.check_as(router_as, balancer_as)
+    if prometheus and not state_root:
+        raise EngineError("state_root: prometheus needs a directory for the router's Prometheus files", field="state_root")
+    if prometheus:
+        labmonitor.check(prometheus_port, prometheus_rule_files)
     if not os.path.isfile(xdp_pass_object):
         raise EngineError(f"xdp_pass_object: '{xdp_pass_object}' does not exist (build it with make -C files/bpf)",
                           field="xdp_pass_object", value=xdp_pass_object)
@@ -257,6 +263,10 @@ def present(lab, xdp_pass_object, check_mode=False, routing="static", state_root
         _route(run, netns, 4, "default", [gw4], ["eth0"])
         _route(run, netns, 6, "default", [gw6], ["eth0"])
 
+    if prometheus:
+        run.changes += labmonitor.present(lab, state_root, check_mode, prometheus_rule_files, prometheus_port)
+    elif state_root:
+        run.changes += labmonitor.absent(lab, state_root, check_mode)
     if routing == "bgp":
         _no_route(run, router, 4, lab["vip_prefix4"])
         _no_route(run, router, 6, lab["vip_prefix6"])
