@@ -346,8 +346,8 @@ def main_compare(args):
         runner = CLoop(tmp) if loop == "c" else None
         runs = [compare_run(floor, pkts, args.calls, objects, runner) for _unused in range(args.runs)]
     print("kernel %s, %d CPUs, %d runs x %d calls per path, %s loop; ns per packet above the floor; "
-          "old = %s, new = files/bpf/balancer.o" % (os.uname().release, os.cpu_count(), args.runs, args.calls,
-                                                   loop, args.compare))
+          "old = %s, new = files/bpf/balancer.o"
+          % (os.uname().release, os.cpu_count(), args.runs, args.calls, loop, args.compare))
     print("%-14s %6s %6s %6s  %s" % ("path", "old", "new", "delta", "runs old / new"))
     for name, _unused in PATHS:
         old = [r[name, "old"] for r in runs]

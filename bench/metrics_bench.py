@@ -86,7 +86,7 @@ def inner(args):
         first, first_s = _timed(exporter.render)
         for v in parts.values():
             v.clear()
-        for _ in range(args.scrapes):
+        for _scrape in range(args.scrapes):
             body, spent = _timed(exporter.render)
             parts["total"].append(spent)
         _gz1, gzip1_s = _timed(lambda: zlib.compress(body, 1))

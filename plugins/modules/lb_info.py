@@ -105,7 +105,8 @@ vips:
       C(flags), C(icmp_echo), C(vip_num), C(ring) (C(present), C(consistent)), C(stats)
       (C(packets), C(bytes)) and C(reals).
     - Each real has C(address), C(weight), C(index), C(stats) (packets and bytes of this VIP sent
-      to this real: per-(VIP, real) counters, zero from the moment the real joined the VIP) and, with O(ring_slots), C(ring_slots); with O(ring_slots) the VIP's C(ring) also has the C(id) of the
+      to this real, the per-(VIP, real) counters, zero from the moment the real joined the VIP) and,
+      with O(ring_slots), C(ring_slots); with O(ring_slots) the VIP's C(ring) also has the C(id) of the
       installed ring map (a swap installs a new one).
     - With O(health_state_file) or O(state_file), each real also has C(health) (C(state) C(up), C(down)
       or C(unknown); C(since), C(reason) and C(last), the last check's C(ok), C(at) and C(reason)) and

@@ -45,11 +45,11 @@ def lbp(bpf_objects, bpffs_dir):
     b.obj.close()
 
 
-def tcp_vip(reals=REALS):
+def tcp_vip(reals=tuple(REALS)):
     return {"address": VIP, "port": 80, "protocol": "tcp", "reals": list(reals)}
 
 
-def udp_vip(reals=REALS):
+def udp_vip(reals=tuple(REALS)):
     return {"address": VIP, "port": 53, "protocol": "udp", "reals": list(reals)}
 
 

@@ -636,8 +636,8 @@ def _write_pairs_early(bal, p):
     if p.pair_new:
         pids = sorted(p.pair_new)
         keys = array.array("I", pids).tobytes()
-        owner.update_batch(keys, array.array("I", [w for pid in pids for w in (p.pair_new[pid][0] + 1,
-                                                                                p.pair_new[pid][1])]).tobytes())
+        words = [w for pid in pids for w in (p.pair_new[pid][0] + 1, p.pair_new[pid][1])]
+        owner.update_batch(keys, array.array("I", words).tobytes())
         stats = bal.maps[abi.MAP_PAIR_STATS]
         stats.update_batch(keys, bytes(stats._value_len() * len(pids)))
     _write_rows(bal, p.rows_pre)
