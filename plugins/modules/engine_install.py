@@ -259,7 +259,7 @@ def _shipped():
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.health import (  # noqa: F401
         agent, announce, checks, metrics, monitor, plan)
     from ansible_collections.xdplb.katran.plugins.module_utils.engine.lab import (  # noqa: F401
-        lab, labflows, labrouting, labstream, labtraffic, procs)
+        lab, labflows, labmonitor, labrouting, labstream, labtraffic, procs)
 
 
 UNIT_OPTIONS = dict(path=dict(type="path", required=True), content=dict(type="str", required=True), python=dict(type="str"))
