@@ -222,8 +222,7 @@ def main():
             after = {"name": res["program"], "prog_id": res.get("prog_id"), "tag": res["tag"], "mode": res.get("mode")}
         else:
             res = program.detach(p["interface"], pin_root=p["pin_root"], remove_pins=p["remove_pins"],
-                                 pin_names=balancer.BALANCER_MAPS + (balancer.CTL_VIP_REALS,
-                                                                     program.PREVIOUS_PIN),
+                                 pin_names=balancer.BALANCER_MAPS + balancer.PAIR_MAPS + balancer.CTL_MAPS + (program.PREVIOUS_PIN,),
                                  check_mode=module.check_mode)
             after = None
     except EngineError as exc:

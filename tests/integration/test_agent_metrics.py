@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -61,15 +63,25 @@ def _scrape():
         return resp.headers["Content-Type"], resp.read().decode()
 
 
-def _send(mac):
-    from scapy.layers.inet import IP, UDP  # noqa: PLC0415
-    from scapy.layers.l2 import Ether  # noqa: PLC0415
-    from scapy.packet import Raw  # noqa: PLC0415
-    from scapy.sendrecv import sendp  # noqa: PLC0415
+def _checksum(header):
+    total = sum(struct.unpack("!%dH" % (len(header) // 2), header))
+    total = (total & 0xffff) + (total >> 16)
+    return ~((total & 0xffff) + (total >> 16)) & 0xffff
 
-    frames = [Ether(dst=mac) / IP(src=PEER, dst=VIP) / UDP(sport=40000 + i, dport=53) / Raw(b"x" * PAYLOAD)
-              for i in range(DATAGRAMS)]
-    sendp(frames, iface="peer0", verbose=False)
+
+def _send(mac):
+    """DATAGRAMS UDP datagrams (distinct source ports: distinct flows) out of peer0 towards lb0.
+    Built by hand rather than with scapy: a scapy imported earlier in pytest's process keeps the
+    host namespace's interfaces, and this runs in a child inside the test's namespace."""
+    dst = bytes.fromhex(mac.replace(":", ""))
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind(("peer0", 0))
+        src = sock.getsockname()[4]
+        for i in range(DATAGRAMS):
+            udp = struct.pack("!HHHH", 40000 + i, 53, 8 + PAYLOAD, 0) + b"x" * PAYLOAD  # checksum 0: none (IPv4)
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, L3, 0, 0, 64, 17, 0, socket.inet_aton(PEER), socket.inet_aton(VIP))
+            ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+            sock.send(dst + src + b"\x08\x00" + ip + udp)
 
 
 @pytest.fixture(scope="module")

@@ -121,7 +121,7 @@ def _undo(state, prog, cfg_res):
         done.append("previous program %s (id %s) attached again" % (prog["previous"]["name"], prog["previous"]["prog_id"]))
     if fresh:
         # Pinned by this run, held by nothing else now: the pin root is left as it was found.
-        for name in created + [balancer.CTL_VIP_REALS]:
+        for name in created + list(balancer.CTL_MAPS):
             path = os.path.join(state["pin_root"], name)
             if os.path.exists(path):
                 os.unlink(path)

@@ -58,6 +58,8 @@ from ..errors import EngineError, show
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/xdplb"
 CTL_VIP_REALS = "ctl_vip_reals"
 CTL_PAIR_OWNER = "ctl_pair_owner"
+# The control plane's own pins: removed with the program's maps (xdp_program remove_pins, a rolled-back first restore).
+CTL_MAPS = (CTL_VIP_REALS, CTL_PAIR_OWNER)
 # Optional: maps pinned by an older balancer.o lack them (no per-(VIP, real) counters until the
 # new object is loaded; everything else works).
 PAIR_MAPS = (abi.MAP_VIP_PAIRS, abi.MAP_PAIR_STATS)
