@@ -155,26 +155,23 @@ class Balancer:
             self._lock_fd = os.open(self.pin_root, os.O_RDONLY | os.O_DIRECTORY)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
 
+    def _pin_new(self, name, value_size, entries, flags=0):
+        """A new control-plane ARRAY pinned as `name`, replacing a pin of another build."""
+        path = os.path.join(self.pin_root, name)
+        m = libbpf.Map.create(libbpf.BPF_MAP_TYPE_ARRAY, 4, value_size, entries, name=name, map_flags=flags)
+        if os.path.exists(path):
+            os.unlink(path)
+        libbpf.obj_pin(m.fd, path)
+        return m
+
     def ensure_ctl(self):
         if self.ctl is None:
-            path = os.path.join(self.pin_root, CTL_VIP_REALS)
-            m = libbpf.Map.create(libbpf.BPF_MAP_TYPE_ARRAY, 4, 4 * self.max_reals, self.max_vips,
-                                  name=CTL_VIP_REALS)
-            if os.path.exists(path):
-                os.unlink(path)
-            libbpf.obj_pin(m.fd, path)
-            self.ctl = m
+            self.ctl = self._pin_new(CTL_VIP_REALS, 4 * self.max_reals, self.max_vips)
         return self.ctl
 
     def ensure_owner(self):
         if self.owner is None:
-            path = os.path.join(self.pin_root, CTL_PAIR_OWNER)
-            m = libbpf.Map.create(libbpf.BPF_MAP_TYPE_ARRAY, 4, 8, self.max_pairs, name=CTL_PAIR_OWNER,
-                                  map_flags=OWNER_FLAGS)
-            if os.path.exists(path):
-                os.unlink(path)
-            libbpf.obj_pin(m.fd, path)
-            self.owner = m
+            self.owner = self._pin_new(CTL_PAIR_OWNER, 8, self.max_pairs, OWNER_FLAGS)
         return self.owner
 
     # ------------------------------------------------------------------ reading

@@ -20,6 +20,7 @@ import threading
 import time
 
 from .. import VERSION, daemon
+from ..balancer import counters
 from ..bpf import program
 from ..bgp import bird
 from ..errors import EngineError
@@ -85,8 +86,6 @@ class Exporter:
         self.pair_bytes = _Lines("xdplb_vip_real_bytes_total", "counter",
                                  "L3 bytes (inner packet as received) forwarded per (VIP, real).")
         self.health_text = (None, "")
-        self.scrapes = 0
-        self.scrape_cpu = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self):
@@ -122,21 +121,16 @@ class Exporter:
 
     # ------------------------------------------------------------------ one scrape
     def render(self):
-        cpu = time.process_time()
         snap = self._counters()
         view = self.agent.metrics_view
         parts = [self._small(snap, view)]
         if snap is not None:
             parts.append(self._pairs(snap))
         parts.append(self._health(view))
-        self.scrapes += 1
-        self.scrape_cpu += time.process_time() - cpu
         return "".join(parts).encode()
 
     def _counters(self):
         """The counters snapshot, or None while the balancer is not loaded."""
-        from ..balancer import counters  # noqa: PLC0415
-
         pin_root = self.agent.cfg["state"]["pin_root"] if self.agent.cfg else None
         try:
             if self.reader is None:

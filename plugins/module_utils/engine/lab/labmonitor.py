@@ -90,14 +90,6 @@ def _files(lab, path, rule_files):
     return wanted
 
 
-def _read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
 def argv(router, path, address):
     # nsenter execs prometheus itself (no fork for a network namespace): the pid is the server's.
     return ["nsenter", f"--net=/run/netns/{router}", "prometheus",
@@ -160,7 +152,7 @@ def ready(router, address):
 
 
 def _log_tail(path, lines=5):
-    return " | ".join((_read(os.path.join(path, "prometheus.log")) or "").strip().splitlines()[-lines:])
+    return " | ".join((procs.read_text(os.path.join(path, "prometheus.log")) or "").strip().splitlines()[-lines:])
 
 
 def start(router, path, address, timeout=READY_TIMEOUT):
@@ -202,7 +194,7 @@ def present(lab, state_root, check_mode=False, rule_files=(), port=PORT):
     rules_dir = os.path.join(path, "rules")
     stray = sorted(os.path.join(rules_dir, name) for name in (os.listdir(rules_dir) if os.path.isdir(rules_dir) else [])
                    if os.path.join(rules_dir, name) not in wanted)
-    stale = sorted(p for p, text in wanted.items() if _read(p) != text)
+    stale = sorted(p for p, text in wanted.items() if procs.read_text(p) != text)
     running = pid(path, router)
     # The address is in its argv, not its configuration: another port is a restart too.
     if running and f"--web.listen-address={address}".encode() not in _cmdline(running):

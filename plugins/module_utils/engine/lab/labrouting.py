@@ -117,14 +117,6 @@ def _pid(directory, daemon, router):
     return pid
 
 
-def _read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
 def _stop(directory, router):
     """SIGTERM every daemon of this instance; zebra removes the routes it installed as it exits."""
     pids = [p for p in (_pid(directory, d, router) for d in reversed(DAEMONS)) if p]
@@ -147,7 +139,7 @@ def _start(router, directory):
     for daemon in DAEMONS:
         proc = subprocess.run(_argv(router, directory, daemon), capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not _pid(directory, daemon, router):
-            log = (_read(os.path.join(directory, "frr.log")) or "").strip().splitlines()[-5:]
+            log = (procs.read_text(os.path.join(directory, "frr.log")) or "").strip().splitlines()[-5:]
             raise EngineError(f"{router}: FRR {daemon} did not start (rc {proc.returncode}): "
                               f"{(proc.stderr or proc.stdout).strip()} {' | '.join(log)}".strip())
 
@@ -171,7 +163,7 @@ def bgp_present(lab, state_root, check_mode=False, router_as=ROUTER_AS, balancer
         raise EngineError(f"routing: bgp needs FRR on the controller ({', '.join(missing)} missing from {FRR_DIR}; apt-get install frr)",
                           field="routing", value="bgp")
     wanted = render(lab, directory, router_as, balancer_as)
-    stale = sorted(name for name, text in wanted.items() if _read(os.path.join(directory, name)) != text)
+    stale = sorted(name for name, text in wanted.items() if procs.read_text(os.path.join(directory, name)) != text)
     stopped = sorted(d for d in DAEMONS if not _pid(directory, d, router))
     changes = [f"{router}: FRR configuration {name}" for name in stale]
     if len(stopped) == len(DAEMONS):

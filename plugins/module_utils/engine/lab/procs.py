@@ -18,3 +18,12 @@ def alive(pid):
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def read_text(path):
+    """The file's text, or None when it cannot be read (a daemon's config or log not written yet)."""
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return None
